@@ -1,0 +1,1 @@
+"""Adapters: thin I/O around the core (Binance HTTP, Kafka, MySQL, archives)."""

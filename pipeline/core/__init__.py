@@ -1,0 +1,1 @@
+"""Pure core: Binance payload parsing and validation, message encoding, window aggregation. No I/O."""

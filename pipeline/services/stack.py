@@ -1,0 +1,200 @@
+"""The local stack: Kafka + MySQL for the demo and the tests, with three backends chosen automatically.
+
+- external: ``PIPELINE_KAFKA_BOOTSTRAP`` and ``PIPELINE_MYSQL_URL`` are both set; nothing is started;
+- containers: a Docker engine answers and can get the images (testcontainers);
+- processes: local Kafka (Maven artifacts) and MariaDB/MySQL processes; the default on machines without Docker.
+
+``PIPELINE_STACK_BACKEND=processes|containers`` forces a backend. ``up`` records what it started in
+``<state_dir>/stack.json`` so ``env``, ``status`` and ``down`` work from any shell; a file lock serialises
+concurrent ``up``/``down`` calls.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import json
+import shutil
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+from pipeline.errors import ConfigError, ServiceError
+from pipeline.services import containers, kafka_process, mysql_process, procs
+from pipeline.settings import MysqlUrl, Settings
+
+BACKENDS = ("processes", "containers")
+
+
+@dataclasses.dataclass(frozen=True)
+class Connections:
+    kafka_bootstrap: str
+    mysql_url: MysqlUrl
+    backend: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    ok: bool
+    detail: str
+
+
+def _state_file(settings: Settings) -> Path:
+    return settings.state_dir / "stack.json"
+
+
+@contextmanager
+def _locked(settings: Settings) -> Iterator[None]:
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    with open(settings.state_dir / "stack.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def read_state(settings: Settings) -> dict[str, object] | None:
+    try:
+        return json.loads(_state_file(settings).read_text())  # type: ignore[no-any-return]
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise ServiceError(f"the stack state file {_state_file(settings)} is unreadable: {exc}") from exc
+
+
+def _connections(state: Mapping[str, object]) -> Connections:
+    return Connections(
+        kafka_bootstrap=str(state["bootstrap"]),
+        mysql_url=MysqlUrl.parse(str(state["url"])),
+        backend=str(state["backend"]),
+    )
+
+
+def external(settings: Settings) -> Connections | None:
+    if settings.kafka_bootstrap and settings.mysql_url:
+        return Connections(settings.kafka_bootstrap, settings.mysql_url, "external")
+    return None
+
+
+def choose_backend(env: Mapping[str, str]) -> str:
+    forced = env.get("PIPELINE_STACK_BACKEND", "").strip()
+    if forced:
+        if forced not in BACKENDS:
+            raise ConfigError(f"PIPELINE_STACK_BACKEND must be one of {', '.join(BACKENDS)}, got {forced!r}")
+        return forced
+    usable, _ = containers.docker_usable()
+    return "containers" if usable else "processes"
+
+
+def _alive(state: Mapping[str, object]) -> bool:
+    return all(s.ok for s in _check(state))
+
+
+def up(settings: Settings, env: Mapping[str, str]) -> tuple[Connections, bool]:
+    """Start the stack unless it already runs; returns the connections and whether anything was started."""
+    ext = external(settings)
+    if ext is not None:
+        return ext, False
+    with _locked(settings):
+        state = read_state(settings)
+        if state is not None:
+            if _alive(state):
+                return _connections(state), False
+            _teardown(state)  # a half-dead stack: clear it and start afresh
+            _state_file(settings).unlink(missing_ok=True)
+        backend = choose_backend(env)
+        run_dir = settings.state_dir / "run"
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        new_state: dict[str, object] = {"backend": backend, "run_dir": str(run_dir)}
+        try:
+            if backend == "containers":
+                new_state.update(containers.start())
+            else:
+                new_state["kafka"] = kafka_process.start(settings.cache_dir, run_dir / "kafka")
+                new_state["bootstrap"] = new_state["kafka"]["bootstrap"]  # type: ignore[index]
+                new_state["mysql"] = mysql_process.start(run_dir / "mysql")
+                new_state["url"] = new_state["mysql"]["url"]  # type: ignore[index]
+        except BaseException:
+            _teardown(new_state)
+            raise
+        _state_file(settings).write_text(json.dumps(new_state, indent=2))
+        _state_file(settings).chmod(0o600)  # it holds the pipeline user's password
+        return _connections(new_state), True
+
+
+def _teardown(state: Mapping[str, object]) -> None:
+    for key in ("kafka_container", "mysql_container"):
+        if key in state:
+            containers.remove(str(state[key]))
+    for key in ("kafka", "mysql"):
+        service = state.get(key)
+        if isinstance(service, dict) and "pid" in service:
+            procs.stop(int(service["pid"]))
+    run_dir = state.get("run_dir")
+    if run_dir and Path(str(run_dir)).exists():
+        shutil.rmtree(str(run_dir), ignore_errors=True)
+
+
+def down(settings: Settings) -> bool:
+    """Stop whatever ``up`` started and delete its throwaway data; returns whether anything was running."""
+    with _locked(settings):
+        state = read_state(settings)
+        if state is None:
+            return False
+        _teardown(state)
+        _state_file(settings).unlink(missing_ok=True)
+        return True
+
+
+def _check(state: Mapping[str, object]) -> list[ServiceStatus]:
+    conns = _connections(state)
+    out = []
+    kafka, mysql = state.get("kafka"), state.get("mysql")
+    for name, pid_holder, container_key, probe in (
+        ("kafka", kafka, "kafka_container", lambda: kafka_process.metadata_ok(conns.kafka_bootstrap)),
+        ("mysql", mysql, "mysql_container", lambda: mysql_process.ping(conns.mysql_url)),
+    ):
+        where = conns.kafka_bootstrap if name == "kafka" else f"{conns.mysql_url.host}:{conns.mysql_url.port}"
+        if isinstance(pid_holder, dict):
+            pid = int(pid_holder["pid"])
+            if not procs.alive(pid):
+                out.append(ServiceStatus(name, False, f"process {pid} is not running (log: {pid_holder['log']})"))
+                continue
+            where += f" pid {pid}, {procs.rss_mib(pid):.0f} MiB RSS"
+        elif container_key in state and not containers.container_running(str(state[container_key])):
+            out.append(ServiceStatus(name, False, f"container {str(state[container_key])[:12]} is not running"))
+            continue
+        try:
+            probe()
+        except Exception as exc:  # noqa: BLE001 - reported, not raised
+            out.append(ServiceStatus(name, False, f"{where}: not answering ({type(exc).__name__})"))
+            continue
+        out.append(ServiceStatus(name, True, where))
+    return out
+
+
+def status(settings: Settings) -> tuple[str, list[ServiceStatus]]:
+    ext = external(settings)
+    if ext is not None:
+        return "external", _check({"backend": "external", "bootstrap": ext.kafka_bootstrap,
+                                   "url": ext.mysql_url.render()})
+    state = read_state(settings)
+    if state is None:
+        return "none", []
+    return str(state["backend"]), _check(state)
+
+
+def connections(settings: Settings) -> Connections:
+    """Connection settings: the environment first, then the running local stack."""
+    ext = external(settings)
+    if ext is not None:
+        return ext
+    state = read_state(settings)
+    if state is None:
+        missing = [n for n, v in (("PIPELINE_KAFKA_BOOTSTRAP", settings.kafka_bootstrap),
+                                  ("PIPELINE_MYSQL_URL", settings.mysql_url)) if not v]
+        raise ServiceError(f"{' and '.join(missing)} not set and no local stack is running: "
+                           "run `pipeline stack up` or set them")
+    conns = _connections(state)
+    return Connections(settings.kafka_bootstrap or conns.kafka_bootstrap, settings.mysql_url or conns.mysql_url,
+                       conns.backend)
