@@ -1,0 +1,203 @@
+"""Binance aggTrades: parse REST payloads and public-data archive rows into ``Trade`` values, and validate them.
+
+A REST record (``GET /api/v3/aggTrades``) looks like::
+
+    {"a": 26129, "p": "0.01633102", "q": "4.70443515", "f": 27781, "l": 27781, "T": 1498793709153,
+     "m": true, "M": true}
+
+and an archive row (``<SYMBOL>-aggTrades-<YYYY-MM-DD>.csv``, no header) like::
+
+    13519807,0.00141342,23.00000000,15373518,15373518,1570752011620,True,True
+
+(agg id, price, quantity, first trade id, last trade id, timestamp, buyer is maker, best match). Archive timestamps
+are milliseconds, or microseconds in spot files from 2025 on: told apart by magnitude.
+
+Since 2022 Binance also returns *invalid* records (``p="0"``, ``q="0"``, ``f=-1``, ``l=-1``). They parse, but
+``invalid_reason`` names why they must not be counted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from pipeline.errors import InputError
+
+# Exact decimals with these bounds fit Spark DECIMAL(18, 8) and MySQL DECIMAL(18, 8) without rounding.
+PRICE_SCALE = 8
+MAX_INTEGER_DIGITS = 10
+_MICROS_THRESHOLD = 10**14  # ms timestamps stay below this until the year 5138; µs ones are above it since 1973
+
+
+class MalformedTrade(InputError):
+    """A payload or row that is not an aggTrade at all (missing field, wrong type, bad number)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Trade:
+    symbol: str
+    agg_id: int
+    price: Decimal
+    quantity: Decimal
+    first_trade_id: int
+    last_trade_id: int
+    event_time_ms: int
+    buyer_is_maker: bool  # Binance's "m": the buyer was the maker, so the taker (aggressor) sold
+    best_match: bool
+
+    @property
+    def taker_side(self) -> str:
+        return "sell" if self.buyer_is_maker else "buy"
+
+    @property
+    def trade_count(self) -> int:
+        return self.last_trade_id - self.first_trade_id + 1
+
+
+def _decimal(raw: object, field: str, quote: object) -> Decimal:
+    if not isinstance(raw, str):
+        raise MalformedTrade(f"{field} must be a decimal string, got {raw!r} in {quote!r}")
+    try:
+        value = Decimal(raw)
+    except InvalidOperation as exc:
+        raise MalformedTrade(f"{field} {raw!r} is not a decimal number in {quote!r}") from exc
+    if not value.is_finite() or value < 0:
+        raise MalformedTrade(f"{field} {raw!r} must be a finite non-negative number in {quote!r}")
+    exponent = value.as_tuple().exponent
+    assert isinstance(exponent, int)
+    if -exponent > PRICE_SCALE and value != value.quantize(Decimal(1).scaleb(-PRICE_SCALE)):
+        raise MalformedTrade(f"{field} {raw!r} has more than {PRICE_SCALE} decimal places in {quote!r}")
+    if value >= Decimal(10) ** MAX_INTEGER_DIGITS:
+        raise MalformedTrade(f"{field} {raw!r} is out of range in {quote!r}")
+    return value.quantize(Decimal(1).scaleb(-PRICE_SCALE))
+
+
+def _int(raw: object, field: str, quote: object) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        raise MalformedTrade(f"{field} must be an integer, got {raw!r} in {quote!r}")
+    return raw
+
+
+def _bool(raw: object, field: str, quote: object) -> bool:
+    if not isinstance(raw, bool):
+        raise MalformedTrade(f"{field} must be true or false, got {raw!r} in {quote!r}")
+    return raw
+
+
+def _checked(trade: Trade, quote: object) -> Trade:
+    if trade.agg_id < 0:
+        raise MalformedTrade(f"agg id must not be negative in {quote!r}")
+    if trade.event_time_ms <= 0:
+        raise MalformedTrade(f"timestamp must be positive in {quote!r}")
+    ids = (trade.first_trade_id, trade.last_trade_id)
+    if ids != (-1, -1) and (min(ids) < 0 or trade.last_trade_id < trade.first_trade_id):
+        raise MalformedTrade(f"trade ids must satisfy 0 <= first <= last in {quote!r}")
+    return trade
+
+
+def parse_rest(symbol: str, payload: Mapping[str, Any]) -> Trade:
+    """One record of ``/api/v3/aggTrades``; ``MalformedTrade`` for anything that is not one."""
+    if not isinstance(payload, Mapping):
+        raise MalformedTrade(f"an aggTrade must be a JSON object, got {payload!r}")
+    missing = [k for k in "apqflTmM" if k not in payload]
+    if missing:
+        raise MalformedTrade(f"aggTrade lacks {', '.join(missing)}: {dict(payload)!r}")
+    return _checked(Trade(
+        symbol=symbol,
+        agg_id=_int(payload["a"], "a", payload),
+        price=_decimal(payload["p"], "p", payload),
+        quantity=_decimal(payload["q"], "q", payload),
+        first_trade_id=_int(payload["f"], "f", payload),
+        last_trade_id=_int(payload["l"], "l", payload),
+        event_time_ms=_int(payload["T"], "T", payload),
+        buyer_is_maker=_bool(payload["m"], "m", payload),
+        best_match=_bool(payload["M"], "M", payload),
+    ), payload)
+
+
+def parse_rest_page(symbol: str, payload: object) -> list[Trade]:
+    if not isinstance(payload, list):
+        raise MalformedTrade(f"an aggTrades page must be a JSON array, got {str(payload)[:200]!r}")
+    return [parse_rest(symbol, record) for record in payload]
+
+
+_BOOLS = {"true": True, "false": False}
+
+
+def _archive_int(raw: str, field: str, row: Sequence[str]) -> int:
+    try:
+        return int(raw.strip())
+    except ValueError as exc:
+        raise MalformedTrade(f"{field} {raw!r} is not an integer in row {list(row)!r}") from exc
+
+
+def _archive_bool(raw: str, field: str, row: Sequence[str]) -> bool:
+    try:
+        return _BOOLS[raw.strip().lower()]
+    except KeyError as exc:
+        raise MalformedTrade(f"{field} {raw!r} is not True/False in row {list(row)!r}") from exc
+
+
+def archive_time_ms(raw_timestamp: int) -> int:
+    """Archive timestamps are ms, or µs in spot files from 2025 on; µs are floored to ms."""
+    return raw_timestamp // 1000 if raw_timestamp >= _MICROS_THRESHOLD else raw_timestamp
+
+
+def parse_archive_row(symbol: str, row: Sequence[str]) -> Trade:
+    """One row of a public-data aggTrades archive (7 or 8 columns; the best-match flag may be absent)."""
+    if len(row) not in (7, 8):
+        raise MalformedTrade(f"expected 8 columns, got {len(row)} in row {list(row)!r}")
+    return _checked(Trade(
+        symbol=symbol,
+        agg_id=_archive_int(row[0], "agg id", row),
+        price=_decimal(row[1].strip(), "price", row),
+        quantity=_decimal(row[2].strip(), "quantity", row),
+        first_trade_id=_archive_int(row[3], "first trade id", row),
+        last_trade_id=_archive_int(row[4], "last trade id", row),
+        event_time_ms=archive_time_ms(_archive_int(row[5], "timestamp", row)),
+        buyer_is_maker=_archive_bool(row[6], "is buyer maker", row),
+        best_match=_archive_bool(row[7], "is best match", row) if len(row) == 8 else True,
+    ), row)
+
+
+def is_header(row: Sequence[str]) -> bool:
+    """Some archives carry a header line (``agg_trade_id,price,...``); it is skipped, not rejected."""
+    return bool(row) and not row[0].strip().lstrip("-").isdigit() and "id" in row[0].lower()
+
+
+def invalid_reason(trade: Trade) -> str | None:
+    """Why Binance's record must not count (``None`` for a valid trade)."""
+    if trade.first_trade_id == -1 or trade.last_trade_id == -1:
+        return "invalid record: trade ids are -1"
+    if trade.price == 0:
+        return "invalid record: price is 0"
+    if trade.quantity == 0:
+        return "invalid record: quantity is 0"
+    return None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Gap:
+    """Agg ids ``first_missing..last_missing`` (inclusive) never arrived."""
+
+    symbol: str
+    first_missing: int
+    last_missing: int
+
+    @property
+    def size(self) -> int:
+        return self.last_missing - self.first_missing + 1
+
+
+def find_gaps(symbol: str, previous_agg_id: int | None, agg_ids: Iterable[int]) -> list[Gap]:
+    """Agg ids are consecutive per symbol, so any jump is a gap (repeats and reorderings are not gaps)."""
+    gaps = []
+    last = previous_agg_id
+    for agg_id in agg_ids:
+        if last is not None and agg_id > last + 1:
+            gaps.append(Gap(symbol, last + 1, agg_id - 1))
+        if last is None or agg_id > last:
+            last = agg_id
+    return gaps

@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pipeline.core import messages
+from pipeline.core.trades import (
+    Gap,
+    MalformedTrade,
+    Trade,
+    find_gaps,
+    invalid_reason,
+    is_header,
+    parse_archive_row,
+    parse_rest,
+    parse_rest_page,
+)
+from pipeline.errors import InputError
+from tests.unit.strategies import rest_payload, trades
+
+BINANCE_DOC_EXAMPLE = {"a": 26129, "p": "0.01633102", "q": "4.70443515", "f": 27781, "l": 27781,
+                       "T": 1498793709153, "m": True, "M": True}
+
+
+def test_parses_the_binance_documentation_example() -> None:
+    trade = parse_rest("BNBBTC", BINANCE_DOC_EXAMPLE)
+    assert trade == Trade("BNBBTC", 26129, Decimal("0.01633102"), Decimal("4.70443515"), 27781, 27781,
+                          1498793709153, True, True)
+    assert trade.taker_side == "sell"  # m: the buyer was the maker, so the aggressor sold
+    assert trade.trade_count == 1
+
+
+def test_archive_row_in_milliseconds_and_microseconds_give_the_same_trade() -> None:
+    ms = parse_archive_row("XRPETH", "13519807,0.00141342,23.00000000,15373518,15373520,1570752011620,False,True"
+                           .split(","))
+    us = parse_archive_row("XRPETH", "13519807,0.00141342,23.00000000,15373518,15373520,1570752011620123,False,True"
+                           .split(","))
+    assert ms == us
+    assert ms.event_time_ms == 1570752011620 and ms.trade_count == 3 and ms.taker_side == "buy"
+
+
+def test_binance_invalid_records_are_named() -> None:
+    record = dict(BINANCE_DOC_EXAMPLE, p="0", q="0", f=-1, l=-1)
+    assert invalid_reason(parse_rest("BTCUSDT", record)) == "invalid record: trade ids are -1"
+    assert invalid_reason(parse_rest("BTCUSDT", dict(BINANCE_DOC_EXAMPLE, p="0.00000000"))) == \
+        "invalid record: price is 0"
+    assert invalid_reason(parse_rest("BTCUSDT", dict(BINANCE_DOC_EXAMPLE, q="0"))) == "invalid record: quantity is 0"
+    assert invalid_reason(parse_rest("BTCUSDT", BINANCE_DOC_EXAMPLE)) is None
+
+
+@pytest.mark.parametrize("change", [
+    {"p": 0.5}, {"p": "abc"}, {"p": "-1"}, {"p": "NaN"}, {"p": "1.000000001"}, {"p": "1e12"}, {"a": "1"},
+    {"a": True}, {"T": 1.5}, {"m": "true"}, {"f": 5, "l": 4}, {"f": -1, "l": 3}, {"a": -1},
+])
+def test_corrupt_rest_records_raise_the_documented_error(change: dict[str, object]) -> None:
+    with pytest.raises(MalformedTrade):
+        parse_rest("BTCUSDT", dict(BINANCE_DOC_EXAMPLE, **change))
+
+
+def test_missing_fields_and_non_list_pages_are_rejected() -> None:
+    with pytest.raises(MalformedTrade, match="lacks p"):
+        parse_rest("BTCUSDT", {k: v for k, v in BINANCE_DOC_EXAMPLE.items() if k != "p"})
+    with pytest.raises(MalformedTrade):
+        parse_rest_page("BTCUSDT", {"code": -1121, "msg": "Invalid symbol."})
+
+
+@pytest.mark.parametrize("row", ["1,2,3", "x,0.1,1,1,1,1,True,True", "1,0.1,1,1,1,1,maybe,True",
+                                 "1,0.1,1,1,1,1,True,True,extra,col"])
+def test_malformed_archive_rows_raise(row: str) -> None:
+    with pytest.raises(MalformedTrade):
+        parse_archive_row("BTCUSDT", row.split(","))
+
+
+def test_header_detection() -> None:
+    assert is_header("agg_trade_id,price,quantity,first_trade_id,last_trade_id,transact_time,is_buyer_maker"
+                     .split(","))
+    assert not is_header("13519807,0.00141342,23".split(","))
+
+
+def test_gaps() -> None:
+    assert find_gaps("X", 9, [10, 11, 14, 15, 20]) == [Gap("X", 12, 13), Gap("X", 16, 19)]
+    assert find_gaps("X", None, [5, 6]) == []
+    assert find_gaps("X", 6, [5, 6, 7]) == []  # a repeat is not a gap
+    assert Gap("X", 12, 13).size == 2
+
+
+@given(trades())
+def test_any_valid_payload_round_trips(trade: Trade) -> None:
+    assert parse_rest(trade.symbol, json.loads(json.dumps(rest_payload(trade)))) == trade
+    key, value = messages.encode_trade(trade)
+    assert key == trade.symbol.encode()
+    assert messages.decode(value) == trade
+
+
+@given(trades(), st.binary(min_size=1, max_size=8), st.integers(min_value=0, max_value=200))
+def test_any_corrupted_message_raises_the_documented_error_and_nothing_else(
+        trade: Trade, junk: bytes, at: int) -> None:
+    _, value = messages.encode_trade(trade)
+    at = at % len(value)
+    corrupted = value[:at] + junk + value[at + len(junk):]
+    try:
+        decoded = messages.decode(corrupted)
+    except InputError:
+        return
+    # A corruption can still be a valid message (say, a digit changed into another digit).
+    assert isinstance(decoded, (Trade, messages.Heartbeat))
+
+
+def test_heartbeat_round_trip_and_unknown_versions() -> None:
+    key, value = messages.encode_heartbeat(messages.Heartbeat(1_700_000_000_000))
+    assert key == messages.HEARTBEAT_KEY
+    assert messages.decode(value) == messages.Heartbeat(1_700_000_000_000)
+    with pytest.raises(messages.MalformedMessage, match="version"):
+        messages.decode(b'{"v": 2, "type": "trade"}')
+    with pytest.raises(messages.MalformedMessage, match="type"):
+        messages.decode(b'{"v": 1, "type": "quote"}')
