@@ -9,10 +9,12 @@ import argparse
 import logging
 import os
 import shlex
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 
-from pipeline.errors import PipelineError
+from pipeline.errors import ConfigError, PipelineError
 from pipeline.settings import Settings
 
 
@@ -44,6 +46,114 @@ def _stack(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if all(s.ok for s in services) else 1
 
 
+def _stop_flag() -> Callable[[], bool]:
+    """SIGINT/SIGTERM ask the loop to stop after the current step; it then flushes and exits cleanly."""
+    stopping = threading.Event()
+
+    def handler(signum: int, _frame: object) -> None:
+        print(f"pipeline: {signal.Signals(signum).name} received, flushing and stopping", file=sys.stderr)
+        stopping.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return stopping.is_set
+
+
+def _parse_time_ms(raw: str) -> int:
+    from datetime import UTC, datetime
+
+    if raw.isdigit():
+        return int(raw)
+    try:
+        parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ConfigError(f"--start must be epoch ms or an ISO time like 2026-01-31T12:00:00Z, got {raw!r}") from exc
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp() * 1000)
+
+
+def _sink(settings: Settings) -> tuple[str, object]:
+    from pipeline.adapters import kafka_io
+    from pipeline.services import stack
+
+    bootstrap = stack.kafka_bootstrap(settings)
+    kafka_io.ensure_topic(bootstrap, settings.topic)
+    return bootstrap, kafka_io.TradeSink(bootstrap, settings.topic)
+
+
+def _produce(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline import producer
+    from pipeline.adapters import kafka_io
+    from pipeline.adapters.binance import BinanceClient, make_session
+    from pipeline.core.trades import Sequencer
+
+    stop = _stop_flag()
+    bootstrap, sink = _sink(settings)
+    counters = producer.Counters()
+    last = kafka_io.last_agg_ids(bootstrap, settings.topic, settings.symbols)
+    cursors = {symbol: agg_id + 1 for symbol, agg_id in last.items()}
+    for symbol in settings.symbols:
+        where = f"after agg id {last[symbol]} (already in Kafka)" if symbol in last else "at the start point"
+        print(f"{symbol}: resuming {where}", file=sys.stderr)
+    client = BinanceClient(session=make_session(), base_url=args.base_url, weight_budget=args.weight_budget)
+    start_ms = _parse_time_ms(args.start) if args.start else None
+    items = producer.poll(client, settings.symbols, cursors, counters, start_time_ms=start_ms,
+                          poll_interval_s=args.poll_interval, stop=stop)
+    try:
+        producer.publish(items, sink, Sequencer(last), counters,  # type: ignore[arg-type]
+                         progress=producer.Progress(counters), stop=stop, batch_size=1000)
+    finally:
+        sink.close()  # type: ignore[attr-defined]
+        print(f"produce: {counters.summary()}", file=sys.stderr)
+    return 0
+
+
+def _replay(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from pipeline import producer, replay
+    from pipeline.adapters import kafka_io
+    from pipeline.core.trades import Sequencer
+
+    pacer = producer.Pacer(producer.parse_speed(args.speed))
+    counters = producer.Counters()
+    sources, symbols = replay.open_sources([Path(p) for p in args.source], counters)
+    stop = _stop_flag()
+    bootstrap, sink = _sink(settings)
+    last = kafka_io.last_agg_ids(bootstrap, settings.topic, symbols)
+    progress = producer.Progress(counters)
+    try:
+        producer.publish(producer.merge_by_time(sources), sink, Sequencer(last), counters,  # type: ignore[arg-type]
+                         pacer=pacer, progress=progress, stop=stop)
+    finally:
+        sink.close()  # type: ignore[attr-defined]
+    elapsed = progress.done()
+    print(f"replay: {counters.summary()} in {elapsed:.1f}s ({counters.published / max(elapsed, 1e-9):,.0f} trades/s)")
+    return 0 if not stop() else 130
+
+
+def _record(args: argparse.Namespace, settings: Settings) -> int:
+    import time
+    from pathlib import Path
+
+    from pipeline import producer
+    from pipeline.adapters import cassettes
+    from pipeline.adapters.binance import BinanceClient, make_session
+
+    stop = _stop_flag()
+    deadline = time.monotonic() + args.minutes * 60
+    counters = producer.Counters()
+    client = BinanceClient(session=make_session(), base_url=args.base_url)
+    seen = 0
+    with cassettes.recording(Path(args.out)):
+        for item in producer.poll(client, settings.symbols, {}, counters,
+                                  stop=lambda: stop() or time.monotonic() > deadline):
+            seen += 0 if isinstance(item, producer.Heartbeat) else 1
+    print(f"record: {client.requests_sent} requests, {seen} trades recorded into {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pipeline", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail to stderr")
@@ -51,6 +161,26 @@ def build_parser() -> argparse.ArgumentParser:
     p_stack = sub.add_parser("stack", help="start, stop, inspect the local Kafka + MySQL")
     p_stack.add_argument("action", choices=["up", "down", "status", "env"])
     p_stack.set_defaults(func=_stack)
+
+    p_produce = sub.add_parser("produce", help="poll Binance and publish trades to Kafka, forever")
+    p_produce.add_argument("--mode", choices=["live"], required=True)
+    p_produce.add_argument("--start", help="where a first start begins (epoch ms or ISO time); default: now")
+    p_produce.add_argument("--poll-interval", type=float, default=1.0, help="seconds between rounds when caught up")
+    p_produce.add_argument("--weight-budget", type=int, default=3000, help="request weight per minute to stay under")
+    p_produce.add_argument("--base-url", default="https://api.binance.com", help=argparse.SUPPRESS)
+    p_produce.set_defaults(func=_produce)
+
+    p_replay = sub.add_parser("replay", help="publish cassettes or Binance archives to Kafka")
+    p_replay.add_argument("--source", action="append", required=True,
+                          help="a cassette (.yaml) or archive (<SYMBOL>-aggTrades-<date>.csv/.zip); repeatable")
+    p_replay.add_argument("--speed", default="max", help="max (default), 1x, or Nx such as 60x")
+    p_replay.set_defaults(func=_replay)
+
+    p_record = sub.add_parser("record", help="record live Binance answers into a cassette")
+    p_record.add_argument("--out", required=True)
+    p_record.add_argument("--minutes", type=float, required=True)
+    p_record.add_argument("--base-url", default="https://api.binance.com", help=argparse.SUPPRESS)
+    p_record.set_defaults(func=_record)
     return parser
 
 

@@ -19,7 +19,7 @@ Since 2022 Binance also returns *invalid* records (``p="0"``, ``q="0"``, ``f=-1`
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -191,13 +191,23 @@ class Gap:
         return self.last_missing - self.first_missing + 1
 
 
-def find_gaps(symbol: str, previous_agg_id: int | None, agg_ids: Iterable[int]) -> list[Gap]:
-    """Agg ids are consecutive per symbol, so any jump is a gap (repeats and reorderings are not gaps)."""
-    gaps = []
-    last = previous_agg_id
-    for agg_id in agg_ids:
-        if last is not None and agg_id > last + 1:
-            gaps.append(Gap(symbol, last + 1, agg_id - 1))
-        if last is None or agg_id > last:
-            last = agg_id
-    return gaps
+class Sequencer:
+    """Per-symbol agg-id bookkeeping for a stream of trades: new, already seen (skip), and gaps.
+
+    Agg ids are consecutive per symbol, so with ``last`` the highest id published so far, a trade is new iff its
+    id is above ``last``; an id above ``last + 1`` also reveals a gap.
+
+        last=9:   10 -> new    12 -> new, gap 11..11    8 -> seen
+    """
+
+    def __init__(self, last_ids: Mapping[str, int] | None = None) -> None:
+        self.last_ids: dict[str, int] = dict(last_ids or {})
+
+    def observe(self, trade: Trade) -> tuple[bool, Gap | None]:
+        last = self.last_ids.get(trade.symbol)
+        if last is not None and trade.agg_id <= last:
+            return False, None
+        self.last_ids[trade.symbol] = trade.agg_id
+        if last is not None and trade.agg_id > last + 1:
+            return True, Gap(trade.symbol, last + 1, trade.agg_id - 1)
+        return True, None

@@ -184,17 +184,26 @@ def status(settings: Settings) -> tuple[str, list[ServiceStatus]]:
     return str(state["backend"]), _check(state)
 
 
+def _from_stack(settings: Settings, variable: str) -> Connections:
+    state = read_state(settings)
+    if state is None:
+        raise ServiceError(f"{variable} is not set and no local stack is running: run `pipeline stack up` or set it")
+    return _connections(state)
+
+
+def kafka_bootstrap(settings: Settings) -> str:
+    """The environment first, then the running local stack."""
+    return settings.kafka_bootstrap or _from_stack(settings, "PIPELINE_KAFKA_BOOTSTRAP").kafka_bootstrap
+
+
+def mysql_url(settings: Settings) -> MysqlUrl:
+    """The environment first, then the running local stack."""
+    return settings.mysql_url or _from_stack(settings, "PIPELINE_MYSQL_URL").mysql_url
+
+
 def connections(settings: Settings) -> Connections:
-    """Connection settings: the environment first, then the running local stack."""
     ext = external(settings)
     if ext is not None:
         return ext
-    state = read_state(settings)
-    if state is None:
-        missing = [n for n, v in (("PIPELINE_KAFKA_BOOTSTRAP", settings.kafka_bootstrap),
-                                  ("PIPELINE_MYSQL_URL", settings.mysql_url)) if not v]
-        raise ServiceError(f"{' and '.join(missing)} not set and no local stack is running: "
-                           "run `pipeline stack up` or set them")
-    conns = _connections(state)
-    return Connections(settings.kafka_bootstrap or conns.kafka_bootstrap, settings.mysql_url or conns.mysql_url,
-                       conns.backend)
+    backend = _from_stack(settings, "PIPELINE_KAFKA_BOOTSTRAP / PIPELINE_MYSQL_URL").backend
+    return Connections(kafka_bootstrap(settings), mysql_url(settings), backend)

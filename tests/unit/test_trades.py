@@ -12,7 +12,6 @@ from pipeline.core.trades import (
     Gap,
     MalformedTrade,
     Trade,
-    find_gaps,
     invalid_reason,
     is_header,
     parse_archive_row,
@@ -81,13 +80,6 @@ def test_header_detection() -> None:
     assert not is_header("13519807,0.00141342,23".split(","))
 
 
-def test_gaps() -> None:
-    assert find_gaps("X", 9, [10, 11, 14, 15, 20]) == [Gap("X", 12, 13), Gap("X", 16, 19)]
-    assert find_gaps("X", None, [5, 6]) == []
-    assert find_gaps("X", 6, [5, 6, 7]) == []  # a repeat is not a gap
-    assert Gap("X", 12, 13).size == 2
-
-
 @given(trades())
 def test_any_valid_payload_round_trips(trade: Trade) -> None:
     assert parse_rest(trade.symbol, json.loads(json.dumps(rest_payload(trade)))) == trade
@@ -118,3 +110,18 @@ def test_heartbeat_round_trip_and_unknown_versions() -> None:
         messages.decode(b'{"v": 2, "type": "trade"}')
     with pytest.raises(messages.MalformedMessage, match="type"):
         messages.decode(b'{"v": 1, "type": "quote"}')
+
+
+def test_sequencer_skips_what_was_seen_and_reports_gaps() -> None:
+    from pipeline.core.trades import Sequencer
+
+    def t(agg_id: int, symbol: str = "BTCUSDT") -> Trade:
+        return Trade(symbol, agg_id, Decimal(1), Decimal(1), 0, 0, 1, False, True)
+
+    seq = Sequencer({"BTCUSDT": 9})
+    assert seq.observe(t(8)) == (False, None)
+    assert seq.observe(t(9)) == (False, None)
+    assert seq.observe(t(10)) == (True, None)
+    assert seq.observe(t(13)) == (True, Gap("BTCUSDT", 11, 12))
+    assert seq.observe(t(5, "ETHUSDT")) == (True, None)  # first sight of a symbol: no gap to know of
+    assert seq.last_ids == {"BTCUSDT": 13, "ETHUSDT": 5}

@@ -1,0 +1,188 @@
+"""Binance spot REST client: timeouts, retries, rate limits and bans, on one ``requests.Session``.
+
+- 5xx answers, connection errors and timeouts: retried by urllib3's ``Retry`` (exponential backoff with jitter).
+- 429 (too many requests) and 418 (IP banned): the ``Retry-After`` seconds are recorded and *no* request is sent
+  until they have passed; the call raises ``RateLimited`` so the caller decides whether to wait.
+- Request weight: ``X-MBX-USED-WEIGHT-1M`` is read from every answer; a request that would push the minute's weight
+  past ``weight_budget`` waits for the next minute instead (Binance's limit is 6,000; the default budget is half).
+- Binance error bodies (``{"code": -1121, "msg": "Invalid symbol."}``) become ``ExchangeError`` naming the request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import email.utils
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from pipeline.errors import ExchangeError
+
+log = logging.getLogger(__name__)
+
+BASE_URL = "https://api.binance.com"
+AGG_TRADES_WEIGHT = 4
+MAX_LIMIT = 1000
+
+
+class ExchangeUnavailable(ExchangeError):
+    """Binance could not be reached or kept failing (5xx, timeouts) after the retries: worth trying later."""
+
+
+class RateLimited(ExchangeError):
+    """Binance said 429 or 418; ``retry_after_s`` says how long no request may be sent."""
+
+    def __init__(self, message: str, retry_after_s: float, banned: bool) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+        self.banned = banned
+
+
+@dataclasses.dataclass(frozen=True)
+class Page:
+    """One answer of ``/api/v3/aggTrades``: the raw records and the server's clock when it answered."""
+
+    records: list[dict[str, Any]]
+    server_time_ms: int | None
+    used_weight: int | None
+
+
+def make_session(retries: int = 5) -> requests.Session:
+    session = requests.Session()
+    retry = Retry(
+        total=retries,
+        connect=retries,
+        read=retries,
+        status=retries,
+        backoff_factor=0.5,
+        backoff_jitter=0.5,
+        backoff_max=30,
+        status_forcelist=(500, 502, 503, 504),
+        allowed_methods=frozenset({"GET"}),
+        raise_on_status=False,  # the last 5xx answer reaches us and becomes a clear error
+        respect_retry_after_header=True,
+    )
+    session.mount("https://", HTTPAdapter(max_retries=retry))
+    session.mount("http://", HTTPAdapter(max_retries=retry))
+    session.headers["User-Agent"] = "crypto-pipeline/0.1 (+aggTrades poller)"
+    return session
+
+
+def _retry_after_s(response: requests.Response, default: float) -> float:
+    raw = response.headers.get("Retry-After")
+    try:
+        return max(float(raw), 0.0) if raw is not None else default
+    except ValueError:
+        return default
+
+
+class BinanceClient:
+    def __init__(
+        self,
+        session: requests.Session | None = None,
+        base_url: str = BASE_URL,
+        weight_budget: int = 3000,
+        timeout_s: tuple[float, float] = (5.0, 15.0),
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._session = session or make_session()
+        self._base_url = base_url.rstrip("/")
+        self._weight_budget = weight_budget
+        self._timeout_s = timeout_s
+        self._clock = clock
+        self._sleep = sleep
+        self._blocked_until = 0.0
+        self._used_weight = 0
+        self._weight_minute = 0
+        self.requests_sent = 0
+
+    @property
+    def blocked_for_s(self) -> float:
+        return max(0.0, self._blocked_until - self._clock())
+
+    def _respect_limits(self, weight: int) -> None:
+        if self.blocked_for_s > 0:
+            # Rate limited or banned: sending anything now would extend a ban, so do not.
+            raise RateLimited(f"Binance asked for no requests for {self.blocked_for_s:.0f}s more",
+                              self.blocked_for_s, banned=False)
+        now = self._clock()
+        minute = int(now // 60)
+        if minute != self._weight_minute:
+            self._weight_minute, self._used_weight = minute, 0
+        if self._used_weight + weight > self._weight_budget:
+            wait = 60 - now % 60 + 0.5
+            log.warning("request weight %d of budget %d used this minute; waiting %.1fs",
+                        self._used_weight, self._weight_budget, wait)
+            self._sleep(wait)
+            self._weight_minute, self._used_weight = int(self._clock() // 60), 0
+
+    def get(self, path: str, params: dict[str, Any], weight: int) -> requests.Response:
+        self._respect_limits(weight)
+        url = f"{self._base_url}{path}"
+        try:
+            response = self._session.get(url, params=params, timeout=self._timeout_s)
+        except requests.RequestException as exc:
+            raise ExchangeUnavailable(f"GET {path} failed after retries: {type(exc).__name__}: {exc}") from exc
+        finally:
+            self.requests_sent += 1
+        used = response.headers.get("X-MBX-USED-WEIGHT-1M")
+        if used is not None and used.isdigit():
+            self._used_weight = int(used)
+        else:
+            self._used_weight += weight
+        if response.status_code in (418, 429):
+            banned = response.status_code == 418
+            wait = _retry_after_s(response, 120.0 if banned else 60.0)
+            self._blocked_until = self._clock() + wait
+            what = "banned this IP (418)" if banned else "rate limited us (429)"
+            raise RateLimited(f"Binance {what}; no requests for {wait:.0f}s", wait, banned)
+        if response.status_code >= 500:
+            raise ExchangeUnavailable(f"Binance kept failing GET {path}: {_error_text(response)}")
+        if response.status_code >= 400:
+            raise ExchangeError(f"Binance rejected GET {path} {params}: {_error_text(response)}")
+        return response
+
+    def agg_trades(self, symbol: str, *, from_id: int | None = None, start_time_ms: int | None = None,
+                   limit: int = MAX_LIMIT) -> Page:
+        params: dict[str, Any] = {"symbol": symbol}
+        if from_id is not None:
+            params["fromId"] = from_id
+        if start_time_ms is not None:
+            params["startTime"] = start_time_ms
+        params["limit"] = limit
+        response = self.get("/api/v3/aggTrades", params, AGG_TRADES_WEIGHT)
+        try:
+            body = response.json()
+        except ValueError as exc:
+            raise ExchangeError(
+                f"Binance answered GET aggTrades {symbol} with a body that is not JSON: {response.text[:120]!r}"
+            ) from exc
+        if not isinstance(body, list):
+            raise ExchangeError(f"Binance answered GET aggTrades {symbol} with {str(body)[:200]!r}, not a list")
+        return Page(records=body, server_time_ms=_server_time_ms(response), used_weight=self._used_weight)
+
+
+def _server_time_ms(response: requests.Response) -> int | None:
+    raw = response.headers.get("Date")
+    if not raw:
+        return None
+    try:
+        return int(email.utils.parsedate_to_datetime(raw).timestamp() * 1000)
+    except (TypeError, ValueError):
+        return None
+
+
+def _error_text(response: requests.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return f"HTTP {response.status_code}: {response.text[:200]!r}"
+    if isinstance(body, dict) and "msg" in body:
+        return f"{body['msg']} (code {body.get('code')}, HTTP {response.status_code})"
+    return f"HTTP {response.status_code}: {str(body)[:200]}"

@@ -1,0 +1,254 @@
+"""Getting trades into Kafka: the Binance poller, the replay sources, and the publisher they share.
+
+    live:     poll(Binance)                                   -> publish -> Kafka
+    replay:   merge(cassette polls, archive rows) by time     -> publish -> Kafka
+
+Nothing is lost silently: Binance's invalid records, malformed records, gaps in agg ids and trades skipped
+because Kafka already has them are all counted (``Counters``) and the reasons logged. A restarted producer
+resumes after the highest agg id per symbol already in Kafka, so it neither skips nor repeats a trade.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from decimal import Decimal
+
+from pipeline.adapters.binance import BinanceClient, ExchangeUnavailable, RateLimited
+from pipeline.core.messages import Heartbeat
+from pipeline.core.trades import MalformedTrade, Sequencer, Trade, invalid_reason, parse_rest
+
+log = logging.getLogger(__name__)
+
+Item = Trade | Heartbeat
+HEARTBEAT_LAG_MS = 2_000  # Binance's Date header has 1 s resolution; aggTrades can trail the clock slightly
+
+
+@dataclasses.dataclass
+class Counters:
+    published: int = 0
+    invalid: int = 0  # Binance's invalid records (price 0 / quantity 0 / ids -1): excluded by design
+    rejected: int = 0  # records that are not aggTrades at all: logged with the payload
+    duplicates: int = 0  # already in Kafka (resume) or repeated by the source
+    gaps: int = 0
+    missing_ids: int = 0
+    heartbeats: int = 0
+    exchange_errors: int = 0
+
+    def summary(self) -> str:
+        return (f"published {self.published}, invalid {self.invalid}, rejected {self.rejected}, "
+                f"duplicates skipped {self.duplicates}, gaps {self.gaps} ({self.missing_ids} agg ids missing), "
+                f"heartbeats {self.heartbeats}")
+
+
+def admit(trades: Iterable[Trade], sequencer: Sequencer, counters: Counters) -> Iterator[Trade]:
+    """Valid, new trades only; invalid ones, repeats and gaps are counted on the way."""
+    for trade in trades:
+        reason = invalid_reason(trade)
+        if reason is not None:
+            counters.invalid += 1
+            log.info("%s agg id %d excluded: %s", trade.symbol, trade.agg_id, reason)
+            continue
+        new, gap = sequencer.observe(trade)
+        if not new:
+            counters.duplicates += 1
+            continue
+        if gap is not None:
+            counters.gaps += 1
+            counters.missing_ids += gap.size
+            log.warning("%s: agg ids %d..%d never arrived (%d missing)", gap.symbol, gap.first_missing,
+                        gap.last_missing, gap.size)
+        yield trade
+
+
+def _parse_page(symbol: str, records: list[object], counters: Counters) -> list[Trade]:
+    trades = []
+    for record in records:
+        try:
+            trades.append(parse_rest(symbol, record))  # type: ignore[arg-type]
+        except MalformedTrade as exc:
+            counters.rejected += 1
+            log.error("%s: rejected a record Binance sent: %s", symbol, exc)
+    return trades
+
+
+def poll(client: BinanceClient, symbols: Iterable[str], cursors: dict[str, int], counters: Counters, *,
+         start_time_ms: int | None = None, poll_interval_s: float = 1.0,
+         sleep: Callable[[float], None] = time.sleep, stop: Callable[[], bool] = lambda: False) -> Iterator[Item]:
+    """Page ``/api/v3/aggTrades`` by ``fromId`` for each symbol, forever (until ``stop()``).
+
+    ``cursors`` maps symbol -> next agg id to ask for; a symbol without one starts at ``start_time_ms``, or at
+    the newest trade when that is ``None``. After a round in which every symbol is caught up, a heartbeat says
+    that all trades before (the oldest of the answers' server times - HEARTBEAT_LAG_MS) are out.
+    """
+    symbols = list(symbols)
+    last_heartbeat = 0
+    while not stop():
+        caught_up_at: list[int | None] = []
+        for symbol in symbols:
+            try:
+                if symbol in cursors:
+                    page = client.agg_trades(symbol, from_id=cursors[symbol])
+                elif start_time_ms is not None:
+                    page = client.agg_trades(symbol, start_time_ms=start_time_ms)
+                else:
+                    page = client.agg_trades(symbol, limit=1)
+                    if page.records:
+                        newest = _parse_page(symbol, page.records, counters)
+                        if newest:
+                            cursors[symbol] = newest[-1].agg_id + 1
+                    caught_up_at.append(page.server_time_ms)
+                    continue
+            except RateLimited as exc:
+                log.warning("%s; waiting", exc)
+                counters.exchange_errors += 1
+                sleep(exc.retry_after_s)
+                caught_up_at.append(None)
+                break
+            except ExchangeUnavailable as exc:
+                log.warning("%s; trying again shortly", exc)
+                counters.exchange_errors += 1
+                sleep(min(30.0, 2.0 ** min(counters.exchange_errors, 5)))
+                caught_up_at.append(None)
+                break
+            trades = _parse_page(symbol, page.records, counters)
+            if trades:
+                cursors[symbol] = max(t.agg_id for t in trades) + 1
+            yield from trades
+            full = len(page.records) >= 1000
+            caught_up_at.append(None if full else page.server_time_ms)
+        if len(caught_up_at) == len(symbols) and all(t is not None for t in caught_up_at):
+            complete_before = min(t for t in caught_up_at if t is not None) - HEARTBEAT_LAG_MS
+            if complete_before > last_heartbeat:
+                last_heartbeat = complete_before
+                yield Heartbeat(complete_before)
+            sleep(poll_interval_s)
+
+
+def merge_by_time(sources: Iterable[Iterable[Item]]) -> Iterator[Item]:
+    """Merge time-ordered sources; a heartbeat at T sorts before trades at T (it speaks of times before T)."""
+    def key(item: Item) -> tuple[int, int]:
+        if isinstance(item, Heartbeat):
+            return (item.complete_before_ms, 0)
+        return (item.event_time_ms, 1)
+    return heapq.merge(*sources, key=key)
+
+
+class Pacer:
+    """``--speed``: publish at N x the pace the trades happened (``None``: as fast as possible)."""
+
+    def __init__(self, speed: float | None, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._speed, self._sleep, self._clock = speed, sleep, clock
+        self._origin: tuple[int, float] | None = None
+
+    @property
+    def paced(self) -> bool:
+        return self._speed is not None
+
+    def wait(self, event_time_ms: int) -> None:
+        if self._speed is None:
+            return
+        if self._origin is None:
+            self._origin = (event_time_ms, self._clock())
+            return
+        due = self._origin[1] + (event_time_ms - self._origin[0]) / 1000 / self._speed
+        delay = due - self._clock()
+        if delay > 0:
+            self._sleep(delay)
+
+
+def parse_speed(raw: str) -> float | None:
+    """``max`` -> None; ``1x`` / ``10x`` / ``0.5x`` -> the factor."""
+    from pipeline.errors import ConfigError
+
+    text = raw.strip().lower()
+    if text == "max":
+        return None
+    try:
+        factor = Decimal(text.removesuffix("x"))
+    except ArithmeticError as exc:
+        raise ConfigError(f"--speed must be max, 1x or Nx (e.g. 60x), got {raw!r}") from exc
+    if not text.endswith("x") or not factor.is_finite() or factor <= 0:
+        raise ConfigError(f"--speed must be max, 1x or Nx (e.g. 60x), got {raw!r}")
+    return float(factor)
+
+
+class Progress:
+    """A one-line progress display with the publish rate, on stderr."""
+
+    def __init__(self, counters: Counters, enabled: bool = True, every_s: float = 0.5) -> None:
+        self._counters, self._enabled = counters, enabled
+        self._tty = sys.stderr.isatty()
+        self._every_s = every_s if self._tty else 5.0
+        self._start = self._last = time.monotonic()
+
+    def tick(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not self._enabled or (not force and now - self._last < self._every_s):
+            return
+        self._last = now
+        rate = self._counters.published / max(now - self._start, 1e-9)
+        line = (f"published {self._counters.published:,} trades ({rate:,.0f}/s), invalid {self._counters.invalid},"
+                f" gaps {self._counters.gaps}")
+        print(f"\r{line}" if self._tty else line, end="" if self._tty else "\n", file=sys.stderr, flush=True)
+
+    def done(self) -> float:
+        elapsed = time.monotonic() - self._start
+        if self._enabled and self._tty:
+            print(file=sys.stderr)
+        return elapsed
+
+
+class Sink:  # the port publish() needs; pipeline.adapters.kafka_io.TradeSink is the real one
+    def send_trade(self, trade: Trade) -> None: ...
+    def send_heartbeat(self, heartbeat: Heartbeat) -> None: ...
+    def flush(self, timeout_s: float = 120.0) -> int: ...
+
+
+def publish(items: Iterable[Item], sink: Sink, sequencer: Sequencer, counters: Counters, *,
+            pacer: Pacer | None = None, progress: Progress | None = None, stop: Callable[[], bool] = lambda: False,
+            batch_size: int = 5000) -> None:
+    """Send admitted trades and heartbeats; count a trade as published only once Kafka acknowledged it."""
+    pending = 0
+    last_confirm = time.monotonic()
+
+    def confirm() -> None:
+        nonlocal pending, last_confirm
+        sink.flush()
+        counters.published += pending
+        pending = 0
+        last_confirm = time.monotonic()
+        if progress:
+            progress.tick()
+
+    for item in _admit_items(items, sequencer, counters):
+        if isinstance(item, Heartbeat):
+            confirm()  # every trade before the heartbeat is acknowledged before the heartbeat is sent
+            sink.send_heartbeat(item)
+            sink.flush()
+            counters.heartbeats += 1
+        else:
+            if pacer:
+                pacer.wait(item.event_time_ms)
+            sink.send_trade(item)
+            pending += 1
+            if pending >= batch_size or (pacer is not None and pacer.paced and time.monotonic() - last_confirm > 0.2):
+                confirm()
+        if stop():
+            break
+    confirm()
+    if progress:
+        progress.tick(force=True)
+
+
+def _admit_items(items: Iterable[Item], sequencer: Sequencer, counters: Counters) -> Iterator[Item]:
+    for item in items:
+        if isinstance(item, Heartbeat):
+            yield item
+        else:
+            yield from admit([item], sequencer, counters)

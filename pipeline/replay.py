@@ -1,0 +1,91 @@
+"""Replay sources: recorded Binance answers (cassettes) and Binance public-data archives, as time-ordered items.
+
+A cassette is played through the same ``BinanceClient`` and ``poll`` loop as live mode, with no network: the
+requests it makes are answered from the recording, and the recording's end ends the source. An archive source
+ends with a heartbeat at the end of the day (or month) it covers, so every window it fills can close.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import yaml
+
+from pipeline.adapters import cassettes
+from pipeline.adapters.archives import Archive
+from pipeline.adapters.binance import BinanceClient, make_session
+from pipeline.core.messages import Heartbeat
+from pipeline.errors import InputError
+from pipeline.producer import Counters, Item, poll
+
+log = logging.getLogger(__name__)
+
+
+def cassette_symbols(path: Path) -> list[str]:
+    """The symbols a cassette asked Binance about, in the order it first asked."""
+    try:
+        data = yaml.safe_load(path.read_text())
+        uris = [i["request"]["uri"] for i in data["interactions"]]
+    except FileNotFoundError as exc:
+        raise InputError(f"{path}: no such cassette") from exc
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
+        raise InputError(f"{path}: not a readable vcrpy cassette ({type(exc).__name__})") from exc
+    symbols: list[str] = []
+    for uri in uris:
+        for symbol in parse_qs(urlsplit(uri).query).get("symbol", []):
+            if symbol not in symbols:
+                symbols.append(symbol)
+    if not symbols:
+        raise InputError(f"{path}: the cassette holds no aggTrades requests")
+    return symbols
+
+
+def cassette_items(path: Path, counters: Counters) -> list[Item]:
+    """Everything a cassette yields, played through the live poller, in time order.
+
+    Played fully before publishing starts: vcrpy patches HTTP process-wide, so two cassettes cannot be open at
+    once, and a cassette is held in memory by vcrpy anyway.
+    """
+    symbols = cassette_symbols(path)
+    items: list[Item] = []
+    # No retries on playback: a recorded 5xx is played once, as it happened.
+    client = BinanceClient(session=make_session(retries=0), sleep=lambda _s: None)
+    with cassettes.playback(path):
+        try:
+            for item in poll(client, symbols, {}, counters, sleep=lambda _s: None):
+                items.append(item)
+        except cassettes.CannotOverwriteExistingCassetteException:
+            pass  # the recording ends here
+    if client.requests_sent <= 1:
+        raise InputError(f"{path}: the cassette's requests do not match this poller's (recorded elsewhere?)")
+
+    def key(item: Item) -> tuple[int, int]:
+        return (item.complete_before_ms, 0) if isinstance(item, Heartbeat) else (item.event_time_ms, 1)
+
+    return sorted(items, key=key)
+
+
+def archive_items(archive: Archive) -> Iterator[Item]:
+    yield from archive.trades()
+    yield Heartbeat(archive.complete_before_ms)
+
+
+def open_sources(paths: list[Path], counters: Counters) -> tuple[list[list[Item] | Iterator[Item]], set[str]]:
+    """Validate every source before anything is published; returns the item sources and their symbols."""
+    sources: list[list[Item] | Iterator[Item]] = []
+    symbols: set[str] = set()
+    for path in paths:
+        if path.suffix in (".yaml", ".yml", ".json"):
+            items = cassette_items(path, counters)
+            symbols.update(i.symbol for i in items if not isinstance(i, Heartbeat))
+            sources.append(items)
+        else:
+            archive = Archive.open(path)
+            rows = sum(1 for _ in archive.trades())  # a full pass: a malformed row fails before publishing
+            log.info("%s: %d rows", path.name, rows)
+            symbols.add(archive.symbol)
+            sources.append(archive_items(archive))
+    return sources, symbols
