@@ -35,6 +35,7 @@ def _stack(args: argparse.Namespace, settings: Settings) -> int:
         conns = stack.connections(settings)
         print(f"PIPELINE_KAFKA_BOOTSTRAP={conns.kafka_bootstrap}")
         print(f"PIPELINE_MYSQL_URL={shlex.quote(conns.mysql_url.render())}")
+        print("export PIPELINE_KAFKA_BOOTSTRAP PIPELINE_MYSQL_URL")
         return 0
     backend, services = stack.status(settings)
     if backend == "none":
@@ -154,6 +155,18 @@ def _record(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _process(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.services import stack
+    from pipeline.spark import job
+
+    bootstrap, url = stack.kafka_bootstrap(settings), stack.mysql_url(settings)
+    print(f"process: {settings.topic} at {bootstrap} -> {url} (checkpoint {settings.checkpoint_dir})",
+          file=sys.stderr)
+    summary = job.run(settings, bootstrap, url, until_idle=args.until_idle, trigger_seconds=args.trigger_seconds)
+    print(f"process: {summary.line()}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pipeline", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail to stderr")
@@ -175,6 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
                           help="a cassette (.yaml) or archive (<SYMBOL>-aggTrades-<date>.csv/.zip); repeatable")
     p_replay.add_argument("--speed", default="max", help="max (default), 1x, or Nx such as 60x")
     p_replay.set_defaults(func=_replay)
+
+    p_process = sub.add_parser("process", help="the Spark job: Kafka -> 1-minute windows in MySQL")
+    p_process.add_argument("--until-idle", action="store_true",
+                           help="process everything available, finalize what can be, and exit 0")
+    p_process.add_argument("--trigger-seconds", type=float, default=1.0, help="micro-batch interval when running on")
+    p_process.set_defaults(func=_process)
 
     p_record = sub.add_parser("record", help="record live Binance answers into a cassette")
     p_record.add_argument("--out", required=True)

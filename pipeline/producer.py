@@ -48,12 +48,7 @@ class Counters:
 def admit(trades: Iterable[Trade], sequencer: Sequencer, counters: Counters) -> Iterator[Trade]:
     """Valid, new trades only; invalid ones, repeats and gaps are counted on the way."""
     for trade in trades:
-        reason = invalid_reason(trade)
-        if reason is not None:
-            counters.invalid += 1
-            log.info("%s agg id %d excluded: %s", trade.symbol, trade.agg_id, reason)
-            continue
-        new, gap = sequencer.observe(trade)
+        new, gap = sequencer.observe(trade)  # an invalid record still occupies its agg id: no false gap
         if not new:
             counters.duplicates += 1
             continue
@@ -62,6 +57,11 @@ def admit(trades: Iterable[Trade], sequencer: Sequencer, counters: Counters) -> 
             counters.missing_ids += gap.size
             log.warning("%s: agg ids %d..%d never arrived (%d missing)", gap.symbol, gap.first_missing,
                         gap.last_missing, gap.size)
+        reason = invalid_reason(trade)
+        if reason is not None:
+            counters.invalid += 1
+            log.info("%s agg id %d excluded: %s", trade.symbol, trade.agg_id, reason)
+            continue
         yield trade
 
 

@@ -22,7 +22,7 @@ __all__ = ["CannotOverwriteExistingCassetteException", "playback", "recording"]
 def _vcr(record_mode: str) -> vcr.VCR:
     return vcr.VCR(
         record_mode=record_mode,
-        match_on=["method", "scheme", "host", "port", "path", "query"],
+        match_on=["method", "uri"],  # the full URI: scheme, host, port, path and query
         decode_compressed_response=True,
         filter_headers=["User-Agent", "X-MBX-APIKEY"],
     )

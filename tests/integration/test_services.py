@@ -75,9 +75,11 @@ def test_stack_commands_from_separate_shells(tmp_path: Path) -> None:
 
         printed = _cli(["stack", "env"], env)
         assert printed.returncode == 0
-        exported = subprocess.run(["bash", "-c", f'eval "{printed.stdout}"; echo "$PIPELINE_KAFKA_BOOTSTRAP"; '
-                                                 'echo "$PIPELINE_MYSQL_URL"'],
-                                  capture_output=True, text=True, check=True).stdout.split()
+        assert printed.stdout.startswith("PIPELINE_KAFKA_BOOTSTRAP=")
+        # eval'd in one shell, the settings reach that shell's child processes:
+        child = "import os; print(os.environ['PIPELINE_KAFKA_BOOTSTRAP']); print(os.environ['PIPELINE_MYSQL_URL'])"
+        exported = subprocess.run(["bash", "-c", f'eval "$(cat)"; {sys.executable} -c "{child}"'],
+                                  input=printed.stdout, capture_output=True, text=True, check=True).stdout.split()
         bootstrap, url = exported[0], MysqlUrl.parse(exported[1])
         KafkaConsumer(bootstrap_servers=bootstrap).close()
         pymysql.connect(host=url.host, port=url.port, user=url.user, password=url.password,

@@ -1,0 +1,1 @@
+"""The Spark side: session construction, DataFrame -> DataFrame transforms, and the streaming job."""

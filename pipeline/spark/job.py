@@ -1,0 +1,171 @@
+"""``pipeline process``: Kafka -> Spark Structured Streaming -> MySQL, exactly once.
+
+Two streaming queries read the topic: ``windows`` (parse, classify, deduplicate, watermark, 1-minute windows,
+update mode) and ``quarantine`` (messages that fail to parse or validate, kept with the reason and raw value).
+Both write in ``foreachBatch`` through ``pipeline.adapters.mysql_store``, one transaction per batch together with
+a ledger row, so a batch Spark re-executes after a crash changes nothing.
+
+Finality: Spark's watermark for the next batch is (max event time so far - delay); a window ending at or before it
+can no longer receive rows. The writer computes the same number from the batches it has applied (recorded in the
+ledger) and marks those windows final in the same transaction. Quiet streams still close their windows because
+producers publish heartbeats, which advance the event time without trades (see ``pipeline.spark.transforms``).
+
+    events:     t=12:00:05  12:00:40  12:01:02            heartbeat T=12:02:00
+    watermark (delay 10 s): 11:59:55  12:00:30  12:00:52  12:02:00
+    final:                                                 [12:00, 12:01) and [12:01, 12:02)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import signal
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+from pipeline.adapters import kafka_io, mysql_store
+from pipeline.core import windows
+from pipeline.settings import MysqlUrl, Settings
+from pipeline.spark import transforms
+from pipeline.spark.session import spark_session
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class JobSummary:
+    batches: int = 0
+    input_rows: int = 0
+    windows_written: int = 0
+    windows_finalized: int = 0
+    final_rows_refused: int = 0
+    quarantined: int = 0
+    dropped_late: int = 0
+    skipped_batches: int = 0  # re-executed batches the ledger had applied already
+
+    def line(self) -> str:
+        return (f"{self.batches} batches, {self.input_rows} Kafka messages, {self.windows_written} window rows "
+                f"written, {self.windows_finalized} finalized, {self.quarantined} quarantined, "
+                f"{self.dropped_late} late rows dropped, {self.final_rows_refused} updates to final rows refused")
+
+
+def run_id(checkpoint_dir: Path) -> str:
+    """A stable id for this checkpoint (the ledger's key): created with it, gone with it."""
+    path = checkpoint_dir / "pipeline-run-id"
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        path.write_text(str(uuid.uuid4()))
+    return path.read_text().strip()
+
+
+def accumulator(row: Any) -> windows.Accumulator:
+    """A Spark aggregate row -> the reference aggregator's accumulator (so ``result`` does the rounding)."""
+    return windows.Accumulator(
+        agg_trade_count=int(row["agg_trade_count"]), trade_count=int(row["trade_count"]),
+        price_sum=row["price_sum"], volume=row["volume"], quote_volume=row["quote_volume"],
+        open_id=row["open_id"], open_price=row["open_price"], close_id=row["close_id"],
+        close_price=row["close_price"], high_price=row["high_price"], low_price=row["low_price"],
+        max_event_time_ms=row["max_event_ms"],
+    )
+
+
+class WindowWriter:
+    def __init__(self, url: MysqlUrl, run: str, watermark_seconds: int, summary: JobSummary) -> None:
+        self.url, self.run, self.delay_ms, self.summary = url, run, watermark_seconds * 1000, summary
+
+    def __call__(self, batch: Any, batch_id: int) -> None:
+        rows = batch.collect()
+        batch_max = max((int(r["max_event_ms"]) for r in rows), default=None)
+        previous = mysql_store.max_event_ms(self.url, self.run)
+        known = [m for m in (batch_max, previous) if m is not None]
+        max_event = max(known) if known else None
+        watermark = max_event - self.delay_ms if max_event is not None else None
+        window_rows = [windows.result(r["symbol"], int(r["start_ms"]), accumulator(r))
+                       for r in rows if r["symbol"] != transforms.HEARTBEAT_SYMBOL and r["agg_trade_count"] > 0]
+        result = mysql_store.apply_windows(self.url, self.run, batch_id, window_rows, max_event, watermark)
+        self.summary.batches += 1
+        if not result.applied:
+            self.summary.skipped_batches += 1
+            log.warning("batch %d was applied before (re-execution after a restart): skipped", batch_id)
+        self.summary.windows_written += result.rows_written
+        self.summary.windows_finalized += result.rows_finalized
+        self.summary.final_rows_refused += result.final_rows_refused
+
+
+class QuarantineWriter:
+    def __init__(self, url: MysqlUrl, run: str, summary: JobSummary) -> None:
+        self.url, self.run, self.summary = url, run, summary
+
+    def __call__(self, batch: Any, batch_id: int) -> None:
+        messages = [mysql_store.QuarantinedMessage(r["topic"], r["partition"], r["offset"], r["kafka_timestamp"],
+                                                   r["raw_value"], r["reason"]) for r in batch.collect()]
+        added = mysql_store.apply_quarantine(self.url, self.run, batch_id, messages)
+        if added:
+            log.warning("batch %d: %d messages quarantined", batch_id, added)
+        self.summary.quarantined += added
+
+
+def run(settings: Settings, bootstrap: str, url: MysqlUrl, until_idle: bool,
+        trigger_seconds: float = 1.0, stop: threading.Event | None = None) -> JobSummary:
+    mysql_store.migrate(url)
+    kafka_io.ensure_topic(bootstrap, settings.topic)
+    run = run_id(settings.checkpoint_dir)
+    summary = JobSummary()
+    spark = spark_session(settings.cache_dir)
+    source = (
+        spark.readStream.format("kafka")
+        .option("kafka.bootstrap.servers", bootstrap)
+        .option("subscribe", settings.topic)
+        .option("startingOffsets", "earliest")
+        # Never skip data silently: if offsets vanished (retention), stop and say so.
+        .option("failOnDataLoss", "true")
+        .load()
+    )
+    classified = transforms.classify(transforms.parse(source))
+    aggregates = transforms.aggregate(transforms.to_events(classified, settings.watermark_seconds),
+                                      settings.watermark_seconds)
+    trigger: dict[str, Any] = {"availableNow": True} if until_idle else {"processingTime": f"{trigger_seconds} seconds"}
+    queries = [
+        aggregates.writeStream.queryName("windows").outputMode("update")
+        .foreachBatch(WindowWriter(url, run, settings.watermark_seconds, summary))
+        .option("checkpointLocation", str(settings.checkpoint_dir / "windows")).trigger(**trigger).start(),
+        transforms.quarantined(classified).writeStream.queryName("quarantine").outputMode("append")
+        .foreachBatch(QuarantineWriter(url, run, summary))
+        .option("checkpointLocation", str(settings.checkpoint_dir / "quarantine")).trigger(**trigger).start(),
+    ]
+    try:
+        if until_idle:
+            for query in queries:
+                query.awaitTermination()
+        else:
+            stop = stop or _stop_on_signals()
+            while not stop.is_set() and all(q.isActive for q in queries):
+                stop.wait(1.0)
+            for query in queries:
+                query.stop()
+        for query in queries:
+            if query.exception() is not None:
+                raise query.exception()  # type: ignore[misc]
+            for progress in query.recentProgress:
+                if query.name == "windows":
+                    summary.input_rows += int(progress.get("numInputRows", 0))
+                for state in progress.get("stateOperators", []):
+                    summary.dropped_late += int(state.get("numRowsDroppedByWatermark", 0))
+    finally:
+        for query in queries:
+            if query.isActive:
+                query.stop()
+    return summary
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+
+    def handler(_signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return stop

@@ -1,0 +1,54 @@
+"""The SparkSession, with Spark's Kafka connector resolved from Maven Central into the cache (once).
+
+pyspark wheels do not ship the Kafka connector. It is resolved with mvn like Kafka itself; only the four jars the
+connector adds are put on the classpath (Spark's own Scala, Hadoop and slf4j jars stay the ones pyspark ships).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from pipeline.services import maven
+
+_CONNECTOR_JARS = ("spark-sql-kafka-0-10", "spark-token-provider-kafka-0-10", "kafka-clients", "commons-pool2")
+
+
+def connector_jars(cache_dir: Path) -> list[Path]:
+    import pyspark
+
+    version = pyspark.__version__
+    jars = maven.resolve(cache_dir, f"spark-kafka-{version}",
+                         [f"org.apache.spark:spark-sql-kafka-0-10_2.13:{version}"])
+    return [j for j in jars if j.name.startswith(_CONNECTOR_JARS)]
+
+
+def spark_session(cache_dir: Path, app_name: str = "pipeline", master: str | None = None,
+                  shuffle_partitions: int = 2):  # type: ignore[no-untyped-def]
+    """A session for the job. Under spark-submit the cluster's master is kept; run directly, ``master`` or
+    ``PIPELINE_SPARK_MASTER`` or ``local[2]`` (two cores: the machines this runs on in tests)."""
+    from pyspark.sql import SparkSession
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    builder = SparkSession.builder.appName(app_name)
+    under_spark_submit = "PYSPARK_GATEWAY_PORT" in os.environ
+    if master or not under_spark_submit:
+        builder = builder.master(master or os.environ.get("PIPELINE_SPARK_MASTER", "local[2]"))
+    session = (
+        builder
+        .config("spark.jars", ",".join(str(j) for j in connector_jars(cache_dir)))
+        # Frozen into the checkpoint at the first run: keep it small on small machines (default 200).
+        .config("spark.sql.shuffle.partitions", str(shuffle_partitions))
+        .config("spark.sql.streaming.stateStore.providerClass",
+                "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider")
+        .config("spark.sql.session.timeZone", "UTC")
+        # Decimal products and sums must never be rounded to fit: fail (null) rather than lose digits.
+        .config("spark.sql.decimalOperations.allowPrecisionLoss", "false")
+        .config("spark.ui.enabled", "false")
+        .config("spark.driver.memory", os.environ.get("PIPELINE_SPARK_DRIVER_MEMORY", "1g"))
+        .config("spark.sql.streaming.minBatchesToRetain", "20")
+        .getOrCreate()
+    )
+    session.sparkContext.setLogLevel(os.environ.get("PIPELINE_SPARK_LOG_LEVEL", "WARN"))
+    return session
