@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal
+from typing import Protocol
 
 from pipeline.adapters.binance import BinanceClient, ExchangeUnavailable, RateLimited
 from pipeline.core.messages import Heartbeat
@@ -116,8 +117,9 @@ def poll(client: BinanceClient, symbols: Iterable[str], cursors: dict[str, int],
                 caught_up_at.append(None)
                 break
             trades = _parse_page(symbol, page.records, counters)
-            if trades:
-                cursors[symbol] = max(t.agg_id for t in trades) + 1
+            ids = [r["a"] for r in page.records if isinstance(r, dict) and type(r.get("a")) is int]
+            if ids:  # past malformed records too (counted as rejected), or they would be asked for forever
+                cursors[symbol] = max(ids) + 1
             yield from trades
             full = len(page.records) >= 1000
             caught_up_at.append(None if full else page.server_time_ms)
@@ -204,7 +206,9 @@ class Progress:
         return elapsed
 
 
-class Sink:  # the port publish() needs; pipeline.adapters.kafka_io.TradeSink is the real one
+class Sink(Protocol):
+    """The port ``publish`` needs: ``kafka_io.TradeSink`` for real, ``memory.InMemorySink`` in tests."""
+
     def send_trade(self, trade: Trade) -> None: ...
     def send_heartbeat(self, heartbeat: Heartbeat) -> None: ...
     def flush(self, timeout_s: float = 120.0) -> int: ...

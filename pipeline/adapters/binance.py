@@ -52,9 +52,15 @@ class Page:
     used_weight: int | None
 
 
+class _Retry(Retry):
+    # urllib3 would sleep out a 429's Retry-After and send again by itself; 429 and 418 are ours to handle
+    # (record the ban, send nothing until it ends), so only 503's Retry-After is honoured here.
+    RETRY_AFTER_STATUS_CODES = frozenset({503})
+
+
 def make_session(retries: int = 5) -> requests.Session:
     session = requests.Session()
-    retry = Retry(
+    retry = _Retry(
         total=retries,
         connect=retries,
         read=retries,
