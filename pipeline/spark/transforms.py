@@ -34,6 +34,7 @@ MESSAGE_SCHEMA = StructType([
     StructField("l", LongType()),
     StructField("T", LongType()),
     StructField("m", BooleanType()),
+    StructField("_corrupt", StringType()),  # the raw text when it is not JSON or a field has the wrong type
 ])
 
 
@@ -43,7 +44,8 @@ def parse(kafka_rows: DataFrame) -> DataFrame:
     return kafka_rows.select(
         "topic", "partition", "offset", F.col("timestamp").alias("kafka_timestamp"),
         value.alias("raw_value"),
-        F.from_json(value, MESSAGE_SCHEMA, {"mode": "PERMISSIVE"}).alias("msg"),
+        F.from_json(value, MESSAGE_SCHEMA, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": "_corrupt"})
+        .alias("msg"),
     )
 
 
@@ -59,7 +61,8 @@ def classify(messages: DataFrame) -> DataFrame:
     price, qty = _exact_decimal(m["p"]), _exact_decimal(m["q"])
     is_trade, is_heartbeat = m["type"] == "trade", m["type"] == "heartbeat"
     reason = (
-        F.when(m.isNull() | F.col("raw_value").isNull(), F.lit("not a JSON object"))
+        F.when(m.isNull() | F.col("raw_value").isNull() | m["_corrupt"].isNotNull(),
+               F.lit("not a JSON object with fields of the schema's types"))
         .when(m["v"].isNull() | (m["v"] != SCHEMA_VERSION), F.lit("unsupported schema version"))
         .when(is_heartbeat & (m["T"].isNull() | (m["T"] <= 0)), F.lit("heartbeat without a valid T"))
         .when(is_heartbeat, F.lit(None))

@@ -1,0 +1,162 @@
+"""The whole pipeline: fixtures -> Kafka -> Spark -> MySQL, compared with the reference aggregator row by row."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from kafka import KafkaProducer
+
+from pipeline.adapters import kafka_io, mysql_store
+from pipeline.core import messages
+from pipeline.core.trades import Trade
+from pipeline.settings import Settings
+from tests.archive_builder import synthetic_trades, write_archive
+from tests.integration.test_ingestion import CASSETTE, cassette_trades
+from tests.kafka_helpers import read_all
+from tests.streaming.conftest import assert_rows_match, cli, env_for
+
+
+def test_bundled_fixtures_give_exactly_the_reference_rows(settings_for: Settings) -> None:
+    cli(settings_for, "replay", "--source", str(CASSETTE))
+    result = cli(settings_for, "process", "--until-idle")
+    assert settings_for.mysql_url is not None
+    trades = cassette_trades(CASSETTE)
+    assert_rows_match(settings_for.mysql_url, trades)
+    assert "0 quarantined" in result.stdout
+    symbols = {r["symbol"] for r in mysql_store.read_windows(settings_for.mysql_url)}
+    assert symbols == {"BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "ADAUSDT"}
+
+    again = cli(settings_for, "process", "--until-idle")  # nothing new: nothing changes
+    assert "0 window rows written" in again.stdout
+    assert_rows_match(settings_for.mysql_url, trades)
+
+
+def test_archives_over_several_days_in_ms_and_us(settings_for: Settings, tmp_path: Path) -> None:
+    day1 = synthetic_trades("XRPETH", 1_735_689_600_000, 4000, seed=11, spacing_ms=20_000)  # spills into day 2
+    day1, day2 = ([t for t in day1 if t.event_time_ms < 1_735_776_000_000],
+                  [t for t in day1 if t.event_time_ms >= 1_735_776_000_000])
+    sol = synthetic_trades("SOLUSDT", 1_735_689_600_000, 3000, seed=12, spacing_ms=5_000)
+    sources = [write_archive(tmp_path, "XRPETH", "2025-01-01", day1, micros=True),
+               write_archive(tmp_path, "XRPETH", "2025-01-02", day2, zipped=True),
+               write_archive(tmp_path, "SOLUSDT", "2025-01-01", sol)]
+    cli(settings_for, "replay", *[a for s in sources for a in ("--source", str(s))])
+    cli(settings_for, "process", "--until-idle")
+    assert settings_for.mysql_url is not None
+    assert_rows_match(settings_for.mysql_url, day1 + day2 + sol)
+
+
+def test_redelivered_messages_change_nothing(settings_for: Settings) -> None:
+    cli(settings_for, "replay", "--source", str(CASSETTE))
+    bootstrap = settings_for.kafka_bootstrap or ""
+    original = [(k, v) for _, _, k, v in sorted(read_all(bootstrap, settings_for.topic))]
+    # A second topic where every message arrives twice: once at once, once a few hundred messages later.
+    doubled = []
+    for i, message in enumerate(original):
+        doubled.append(message)
+        if i >= 300:
+            doubled.append(original[i - 300])
+    doubled.extend(original[-300:])
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    topic = settings_for.topic + ".doubled"
+    kafka_io.ensure_topic(bootstrap, topic)
+    for key, value in doubled:
+        producer.send(topic, key=key, value=value)
+    producer.flush()
+    producer.close()
+    import dataclasses
+
+    doubled_settings = dataclasses.replace(settings_for, topic=topic)
+    cli(doubled_settings, "process", "--until-idle")
+    assert settings_for.mysql_url is not None
+    assert_rows_match(settings_for.mysql_url, cassette_trades(CASSETTE))
+
+
+def test_malformed_messages_go_to_quarantine_and_the_job_goes_on(settings_for: Settings) -> None:
+    bootstrap = settings_for.kafka_bootstrap or ""
+    trades = synthetic_trades("ETHUSDT", 1_767_268_800_000, 300, seed=21, spacing_ms=1_000)
+    good = [messages.encode_trade(t) for t in trades]
+    invalid = Trade("ETHUSDT", 10_000, trades[0].price * 0, trades[0].quantity * 0, -1, -1,
+                    trades[5].event_time_ms, False, True)
+    bad = [
+        (b"ETHUSDT", b"not json at all"),
+        (b"ETHUSDT", b'{"v": 99, "type": "trade"}'),
+        (b"ETHUSDT", json.dumps({"v": 1, "type": "trade", "s": "ETHUSDT", "a": 1}).encode()),
+        (b"ETHUSDT", json.dumps({"v": 1, "type": "trade", "s": "ETHUSDT", "a": 20_000, "p": "1.000000001",
+                                 "q": "1", "f": 1, "l": 1, "T": trades[3].event_time_ms, "m": True}).encode()),
+        messages.encode_trade(invalid),
+        (b"ETHUSDT", b"\xff\xfe\x00 binary"),
+    ]
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    kafka_io.ensure_topic(bootstrap, settings_for.topic)
+    for i, (key, value) in enumerate(good):
+        producer.send(settings_for.topic, key=key, value=value)
+        if i % 50 == 10 and bad:
+            k, v = bad.pop()
+            producer.send(settings_for.topic, key=k, value=v)
+    producer.flush()
+    producer.close()
+    cli(settings_for, "process", "--until-idle")
+    url = settings_for.mysql_url
+    assert url is not None
+    with mysql_store.transaction(url) as cur:
+        cur.execute("SELECT reason FROM quarantine ORDER BY kafka_offset")
+        reasons = [r[0] for r in cur.fetchall()]
+    assert sorted(reasons) == sorted([
+        "not a JSON object with fields of the schema's types", "unsupported schema version",
+        "price is not a decimal with at most 8 places", "invalid record: trade ids are -1",
+        "not a JSON object with fields of the schema's types", "price is not a decimal with at most 8 places",
+    ]), reasons
+    # No heartbeat was sent: windows the watermark passed are final, the newest ones are not (yet).
+    rows = mysql_store.read_windows(url)
+    newest = max(t.event_time_ms for t in trades)
+    watermark = newest - settings_for.watermark_seconds * 1000
+    for row in rows:
+        assert row["is_final"] == int(row["end_time"] <= mysql_store.utc(watermark)), row
+    assert_rows_match(url, trades, all_final=False)
+
+    # A heartbeat closes the rest; the numbers do not move.
+    sink = kafka_io.TradeSink(bootstrap, settings_for.topic)
+    sink.send_heartbeat(messages.Heartbeat(newest + 60_000))
+    sink.flush()
+    sink.close()
+    cli(settings_for, "process", "--until-idle")
+    assert_rows_match(url, trades, all_final=True)
+
+
+def test_sigkill_mid_stream_and_restart_gives_identical_rows(settings_for: Settings) -> None:
+    url = settings_for.mysql_url
+    assert url is not None
+    processor = subprocess.Popen([sys.executable, "-m", "pipeline", "process", "--trigger-seconds", "0.5"],
+                                 env=env_for(settings_for), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        replay = subprocess.Popen([sys.executable, "-m", "pipeline", "replay", "--source", str(CASSETTE),
+                                   "--speed", "60x"], env=env_for(settings_for), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and _applied_batches(url) < 3:
+            time.sleep(0.5)
+        assert _applied_batches(url) >= 3, "the processor never got going"
+        processor.send_signal(signal.SIGKILL)
+        processor.wait(timeout=30)
+        assert replay.wait(timeout=300) == 0
+    finally:
+        if processor.poll() is None:
+            processor.kill()
+    partial = mysql_store.read_windows(url)
+    assert partial and not all(r["is_final"] for r in partial), "the kill should land mid-stream"
+    cli(settings_for, "process", "--until-idle")
+    assert_rows_match(url, cassette_trades(CASSETTE))
+
+
+def _applied_batches(url: object) -> int:
+    try:
+        with mysql_store.transaction(url) as cur:  # type: ignore[arg-type]
+            cur.execute("SELECT COUNT(*) FROM pipeline_batches WHERE query_name = 'windows' AND rows_written > 0")
+            return int(cur.fetchone()[0])
+    except Exception:  # noqa: BLE001 - the schema may not exist yet
+        return 0
