@@ -167,6 +167,66 @@ def _process(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _show(settings: Settings, symbol: str | None, minutes: int | None, out_dir: str) -> int:
+    from pathlib import Path
+
+    from pipeline import report
+    from pipeline.adapters import mysql_store
+    from pipeline.services import stack
+
+    rows = report.select(mysql_store.read_windows(stack.mysql_url(settings)), symbol, minutes)
+    print(report.table(rows))
+    if not rows:
+        return 1
+    png, page = report.write_charts(rows, Path(out_dir))
+    print(f"\nchart: {png.resolve()}\npage:  {page.resolve()}")
+    return 0
+
+
+def _report(args: argparse.Namespace, settings: Settings) -> int:
+    return _show(settings, args.symbol, args.minutes, args.out_dir)
+
+
+def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    import dataclasses
+    import time
+    from pathlib import Path
+
+    from pipeline.services import stack
+
+    fixtures = Path(__file__).resolve().parents[1] / "fixtures" / "cassettes"
+    sources = sorted(fixtures.glob("*.yaml"))
+    if not sources:
+        raise ConfigError(f"no bundled cassettes in {fixtures}: run the demo from a clone of the repository")
+    started = time.monotonic()
+
+    def step(text: str) -> None:
+        print(f"[{time.monotonic() - started:5.1f}s] {text}", file=sys.stderr, flush=True)
+
+    step("1/4 starting Kafka and MySQL (first run downloads Kafka from Maven Central)")
+    conns, _ = stack.up(settings, os.environ)
+    demo = dataclasses.replace(settings.with_connections(conns.kafka_bootstrap, conns.mysql_url),
+                               topic="demo.aggtrades", checkpoint_dir=settings.state_dir / "demo-checkpoint")
+    step(f"    kafka {conns.kafka_bootstrap}, mysql {conns.mysql_url}")
+    step(f"2/4 replaying {len(sources)} recorded Binance cassette(s) into Kafka at {args.speed}")
+    replay_args = argparse.Namespace(source=[str(s) for s in sources], speed=args.speed)
+    _replay(replay_args, demo)
+    step("3/4 running the Spark job until the topic is drained (Spark takes ~15 s to start)")
+    _process(argparse.Namespace(until_idle=True, trigger_seconds=1.0), demo)
+    step("4/4 the result")
+    code = _show(demo, None, None, args.out_dir)
+    print(f"""
+Look at the rows yourself:
+  eval "$(pipeline stack env)"
+  pipeline report --symbol BTCUSDT --minutes 10
+  mariadb -h {conns.mysql_url.host} -P {conns.mysql_url.port} -u {conns.mysql_url.user} -p {conns.mysql_url.database} \
+      -e 'SELECT * FROM moving_averages ORDER BY start_time DESC LIMIT 10;'   (password: see pipeline stack env)
+Stop everything with:
+  pipeline stack down""")
+    step("done")
+    return code
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pipeline", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail to stderr")
@@ -194,6 +254,17 @@ def build_parser() -> argparse.ArgumentParser:
                            help="process everything available, finalize what can be, and exit 0")
     p_process.add_argument("--trigger-seconds", type=float, default=1.0, help="micro-batch interval when running on")
     p_process.set_defaults(func=_process)
+
+    p_report = sub.add_parser("report", help="table and chart of what is in moving_averages")
+    p_report.add_argument("--symbol", type=str.upper)
+    p_report.add_argument("--minutes", type=int, help="only each symbol's latest N minutes")
+    p_report.add_argument("--out-dir", default="out", help="where the PNG and HTML go (default: ./out)")
+    p_report.set_defaults(func=_report)
+
+    p_demo = sub.add_parser("demo", help="start the stack, replay the bundled fixtures, process, show the result")
+    p_demo.add_argument("--speed", default="120x", help="replay pace (default 120x: 20 recorded minutes in 10 s)")
+    p_demo.add_argument("--out-dir", default="out", help="where the PNG and HTML go (default: ./out)")
+    p_demo.set_defaults(func=_demo)
 
     p_record = sub.add_parser("record", help="record live Binance answers into a cassette")
     p_record.add_argument("--out", required=True)

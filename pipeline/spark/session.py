@@ -24,6 +24,34 @@ def connector_jars(cache_dir: Path) -> list[Path]:
     return [j for j in jars if j.name.startswith(_CONNECTOR_JARS)]
 
 
+_LOG4J2 = """\
+rootLogger.level = warn
+rootLogger.appenderRef.stderr.ref = console
+appender.console.type = Console
+appender.console.name = console
+appender.console.target = SYSTEM_ERR
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = %d{HH:mm:ss} %p %c{1}: %m%n%ex
+# Expected on every start or stateful query; not actionable:
+logger.nativecode.name = org.apache.hadoop.util.NativeCodeLoader
+logger.nativecode.level = error
+logger.utils.name = org.apache.spark.util.Utils
+logger.utils.level = error
+logger.aqe.name = org.apache.spark.sql.execution.streaming
+logger.aqe.level = error
+logger.resolve.name = org.apache.spark.sql.catalyst.analysis.ResolveWriteToStream
+logger.resolve.level = error
+"""
+
+
+def _log4j2(cache_dir: Path) -> Path:
+    path = cache_dir / "spark-log4j2.properties"
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    if not path.exists() or path.read_text() != _LOG4J2:
+        path.write_text(_LOG4J2)
+    return path
+
+
 def spark_session(cache_dir: Path, app_name: str = "pipeline", master: str | None = None,
                   shuffle_partitions: int = 2):  # type: ignore[no-untyped-def]
     """A session for the job. Under spark-submit the cluster's master is kept; run directly, ``master`` or
@@ -46,6 +74,8 @@ def spark_session(cache_dir: Path, app_name: str = "pipeline", master: str | Non
         # Decimal products and sums must never be rounded to fit: fail (null) rather than lose digits.
         .config("spark.sql.decimalOperations.allowPrecisionLoss", "false")
         .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile=file:{_log4j2(cache_dir)}")
         .config("spark.driver.memory", os.environ.get("PIPELINE_SPARK_DRIVER_MEMORY", "1g"))
         .config("spark.sql.streaming.minBatchesToRetain", "20")
         .getOrCreate()
