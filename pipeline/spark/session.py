@@ -52,6 +52,14 @@ def _log4j2(cache_dir: Path) -> Path:
     return path
 
 
+def _connector_given() -> bool:
+    """spark-submit --packages / --jars already brought the connector (on a cluster, without mvn)."""
+    from pyspark import SparkConf
+
+    conf = SparkConf()
+    return "spark-sql-kafka" in (conf.get("spark.jars.packages", "") or "") + (conf.get("spark.jars", "") or "")
+
+
 def spark_session(cache_dir: Path, app_name: str = "pipeline", master: str | None = None,
                   shuffle_partitions: int = 2):  # type: ignore[no-untyped-def]
     """A session for the job. Under spark-submit the cluster's master is kept; run directly, ``master`` or
@@ -63,9 +71,10 @@ def spark_session(cache_dir: Path, app_name: str = "pipeline", master: str | Non
     under_spark_submit = "PYSPARK_GATEWAY_PORT" in os.environ
     if master or not under_spark_submit:
         builder = builder.master(master or os.environ.get("PIPELINE_SPARK_MASTER", "local[2]"))
+    if not _connector_given():
+        builder = builder.config("spark.jars", ",".join(str(j) for j in connector_jars(cache_dir)))
     session = (
         builder
-        .config("spark.jars", ",".join(str(j) for j in connector_jars(cache_dir)))
         # Frozen into the checkpoint at the first run: keep it small on small machines (default 200).
         .config("spark.sql.shuffle.partitions", str(shuffle_partitions))
         .config("spark.sql.streaming.stateStore.providerClass",
