@@ -45,11 +45,18 @@ class JobSummary:
     quarantined: int = 0
     dropped_late: int = 0
     skipped_batches: int = 0  # re-executed batches the ledger had applied already
+    batch_ms: list[int] = dataclasses.field(default_factory=list)  # the windows query's trigger durations
 
     def line(self) -> str:
+        durations = sorted(self.batch_ms)
+        timing = ""
+        if durations:
+            p50, p95 = durations[len(durations) // 2], durations[min(len(durations) - 1, len(durations) * 95 // 100)]
+            timing = f"; batch time p50 {p50} ms, p95 {p95} ms, max {durations[-1]} ms"
         return (f"{self.batches} batches, {self.input_rows} Kafka messages, {self.windows_written} window rows "
                 f"written, {self.windows_finalized} finalized, {self.quarantined} quarantined, "
-                f"{self.dropped_late} late rows dropped, {self.final_rows_refused} updates to final rows refused")
+                f"{self.dropped_late} late rows dropped, {self.final_rows_refused} updates to final rows refused"
+                f"{timing}")
 
 
 def run_id(checkpoint_dir: Path) -> str:
@@ -189,6 +196,8 @@ def _collect(query: Any, summary: JobSummary) -> None:
     for progress in query.recentProgress:
         if query.name == "windows":
             summary.input_rows += int(progress.get("numInputRows", 0))
+            if int(progress.get("numInputRows", 0)) > 0:
+                summary.batch_ms.append(int(progress.get("durationMs", {}).get("triggerExecution", 0)))
         for state in progress.get("stateOperators", []):
             summary.dropped_late += int(state.get("numRowsDroppedByWatermark", 0))
 
