@@ -19,6 +19,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    """A TCP connect succeeds: the cheap first half of a readiness check."""
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -55,7 +64,7 @@ def wait_for(check: Callable[[], bool], *, pid: int, what: str, log_path: Path, 
                 return
         except Exception:  # noqa: BLE001 - any failure here only means "not ready yet"
             pass
-        time.sleep(0.3)
+        time.sleep(0.1)
     raise ServiceError(f"{what} did not become ready within {timeout_s:.0f}s; last log lines: {log_tail(log_path)}")
 
 

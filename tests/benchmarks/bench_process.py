@@ -18,6 +18,7 @@ import uuid
 from pathlib import Path
 
 from tests.archive_builder import synthetic_trades, write_archive
+from tests.benchmarks.common import fresh_database
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "ADAUSDT")
 
@@ -27,8 +28,9 @@ def main() -> None:
     parser.add_argument("--trades", type=int, default=200_000)
     args = parser.parse_args()
     run = uuid.uuid4().hex[:8]
-    with tempfile.TemporaryDirectory() as tmp:
-        env = dict(os.environ, PIPELINE_TOPIC=f"bench.process.{run}", PIPELINE_CHECKPOINT_DIR=f"{tmp}/checkpoint")
+    with tempfile.TemporaryDirectory() as tmp, fresh_database() as mysql_url:
+        env = dict(os.environ, PIPELINE_TOPIC=f"bench.process.{run}", PIPELINE_CHECKPOINT_DIR=f"{tmp}/checkpoint",
+                   PIPELINE_MYSQL_URL=mysql_url)
         sources = []
         for i, symbol in enumerate(SYMBOLS):
             trades = synthetic_trades(symbol, 1_735_689_600_000, args.trades // len(SYMBOLS), seed=i, spacing_ms=200)

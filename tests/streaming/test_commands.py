@@ -12,8 +12,8 @@ from pathlib import Path
 import yaml
 
 from pipeline.adapters import mysql_store
-from pipeline.spark.session import connector_jars as cached_connector_jars
 from pipeline.settings import MysqlUrl, Settings
+from pipeline.spark.session import connector_jars as cached_connector_jars
 from tests.archive_builder import synthetic_trades, write_archive
 from tests.streaming.conftest import assert_rows_match, cli, env_for
 
