@@ -119,14 +119,18 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
 
     pacer = producer.Pacer(producer.parse_speed(args.speed))
     counters = producer.Counters()
-    sources, symbols = replay.open_sources([Path(p) for p in args.source], counters)
+    sources, lowest = replay.open_sources([Path(p) for p in args.source], counters)
     stop = _stop_flag()
     bootstrap, sink = _sink(settings)
-    last = kafka_io.last_agg_ids(bootstrap, settings.topic, symbols)
+    # Forward replays (everything newer than the topic holds) need only the newest ids; a replay that overlaps or
+    # precedes them gets an exact scan, so it skips precisely the trades already there and publishes the rest.
+    newest = kafka_io.last_agg_ids(bootstrap, settings.topic, lowest)
+    overlapping = [symbol for symbol, low in lowest.items() if symbol in newest and low <= newest[symbol]]
+    published = kafka_io.published_ranges(bootstrap, settings.topic, overlapping) if overlapping else {}
     progress = producer.Progress(counters)
     try:
-        producer.publish(producer.merge_by_time(sources), sink, Sequencer(last), counters,  # type: ignore[arg-type]
-                         pacer=pacer, progress=progress, stop=stop)
+        producer.publish(producer.merge_by_time(sources), sink, Sequencer(published=published),  # type: ignore[arg-type]
+                         counters, pacer=pacer, progress=progress, stop=stop)
     finally:
         sink.close()  # type: ignore[attr-defined]
     elapsed = progress.done()

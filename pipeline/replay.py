@@ -18,6 +18,7 @@ from pipeline.adapters import cassettes
 from pipeline.adapters.archives import Archive
 from pipeline.adapters.binance import BinanceClient, make_session
 from pipeline.core.messages import Heartbeat
+from pipeline.core.trades import Trade
 from pipeline.errors import InputError
 from pipeline.producer import Counters, Item, poll
 
@@ -73,19 +74,28 @@ def archive_items(archive: Archive) -> Iterator[Item]:
     yield Heartbeat(archive.complete_before_ms)
 
 
-def open_sources(paths: list[Path], counters: Counters) -> tuple[list[list[Item] | Iterator[Item]], set[str]]:
-    """Validate every source before anything is published; returns the item sources and their symbols."""
+def open_sources(paths: list[Path], counters: Counters) -> tuple[list[list[Item] | Iterator[Item]], dict[str, int]]:
+    """Validate every source before anything is published; returns the item sources and, per symbol, the lowest
+    agg id they hold (to tell a forward replay from one that overlaps what Kafka has)."""
     sources: list[list[Item] | Iterator[Item]] = []
-    symbols: set[str] = set()
+    lowest: dict[str, int] = {}
+
+    def note(trade: Trade) -> None:
+        lowest[trade.symbol] = min(lowest.get(trade.symbol, trade.agg_id), trade.agg_id)
+
     for path in paths:
         if path.suffix in (".yaml", ".yml", ".json"):
             items = cassette_items(path, counters)
-            symbols.update(i.symbol for i in items if not isinstance(i, Heartbeat))
+            for item in items:
+                if isinstance(item, Trade):
+                    note(item)
             sources.append(items)
         else:
             archive = Archive.open(path)
-            rows = sum(1 for _ in archive.trades())  # a full pass: a malformed row fails before publishing
+            rows = 0
+            for trade in archive.trades():  # a full pass: a malformed row fails before anything is published
+                note(trade)
+                rows += 1
             log.info("%s: %d rows", path.name, rows)
-            symbols.add(archive.symbol)
             sources.append(archive_items(archive))
-    return sources, symbols
+    return sources, lowest

@@ -7,7 +7,8 @@ outstanding send and raises if any failed, so the caller advances only past conf
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -15,7 +16,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from pipeline.core import messages
-from pipeline.core.trades import Trade
+from pipeline.core.trades import Trade, id_ranges
 from pipeline.errors import ServiceError
 
 log = logging.getLogger(__name__)
@@ -96,59 +97,73 @@ class TradeSink:
             log.warning("closing the Kafka producer failed", exc_info=True)
 
 
-def last_agg_ids(bootstrap: str, topic: str, symbols: Iterable[str],
-                 max_scan: int = 1_000_000) -> dict[str, int]:
-    """The highest agg id already in ``topic`` per symbol: where a restarted producer resumes.
+def _trades_between(consumer: KafkaConsumer, tp: TopicPartition, lower: int, upper: int) -> Iterator[Trade]:
+    """The decodable trades at offsets [lower, upper) of one assigned partition (others are the job's business)."""
+    consumer.seek(tp, lower)
+    while consumer.position(tp) < upper:
+        batch = consumer.poll(timeout_ms=5000, max_records=5000).get(tp, [])
+        if not batch:
+            return
+        for record in batch:
+            if record.offset >= upper:
+                return
+            try:
+                message = messages.decode(record.value)
+            except messages.MalformedMessage:
+                continue
+            if isinstance(message, Trade):
+                yield message
 
-    Scans each partition backwards from its end in growing steps until every wanted symbol is found (or the
-    partition's start, or ``max_scan`` messages per partition). Undecodable messages are skipped here; the job
-    quarantines them.
-    """
-    wanted = set(symbols)
-    found: dict[str, int] = {}
+
+def _scan(bootstrap: str, topic: str, visit: Callable[[KafkaConsumer, TopicPartition, int, int], None]) -> None:
     try:
         consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
                                  bootstrap_timeout_ms=10_000, request_timeout_ms=30_000)
     except KafkaError as exc:
         raise _unreachable(bootstrap, exc) from exc
     try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
         if not tps:
-            return {}
+            return
         begins, ends = consumer.beginning_offsets(tps), consumer.end_offsets(tps)
         for tp in tps:
-            _scan_partition(consumer, tp, begins[tp], ends[tp], wanted, found, max_scan)
+            consumer.assign([tp])
+            visit(consumer, tp, begins[tp], ends[tp])
     except KafkaError as exc:
         raise _unreachable(bootstrap, exc) from exc
     finally:
         consumer.close()
-    return found
 
 
-def _scan_partition(consumer: KafkaConsumer, tp: TopicPartition, begin: int, end: int, wanted: set[str],
-                    found: dict[str, int], max_scan: int) -> None:
-    consumer.assign([tp])
-    step, upper = 1000, end
-    while upper > begin and end - upper < max_scan:
-        lower = max(begin, upper - step)
-        consumer.seek(tp, lower)
-        position = lower
-        while position < upper:
-            batch = consumer.poll(timeout_ms=5000, max_records=5000).get(tp, [])
-            if not batch:
-                break
-            for record in batch:
-                if record.offset >= upper:
-                    position = upper
-                    break
-                position = record.offset + 1
-                try:
-                    message = messages.decode(record.value)
-                except messages.MalformedMessage:
-                    continue
-                if isinstance(message, Trade):
-                    found[message.symbol] = max(found.get(message.symbol, -1), message.agg_id)
-        if wanted <= set(found):
-            return
-        upper, step = lower, step * 4
+def last_agg_ids(bootstrap: str, topic: str, symbols: Iterable[str], max_scan: int = 1_000_000) -> dict[str, int]:
+    """The highest agg id already in ``topic`` per symbol: where a restarted producer resumes.
+
+    Scans each partition backwards from its end in growing steps until every wanted symbol is found (or the
+    partition's start, or ``max_scan`` messages per partition).
+    """
+    wanted, found = set(symbols), dict[str, int]()
+
+    def visit(consumer: KafkaConsumer, tp: TopicPartition, begin: int, end: int) -> None:
+        step, upper = 1000, end
+        while upper > begin and end - upper < max_scan and not wanted <= set(found):
+            lower = max(begin, upper - step)
+            for trade in _trades_between(consumer, tp, lower, upper):
+                found[trade.symbol] = max(found.get(trade.symbol, -1), trade.agg_id)
+            upper, step = lower, step * 4
+
+    _scan(bootstrap, topic, visit)
+    return {s: i for s, i in found.items() if s in wanted}
+
+
+def published_ranges(bootstrap: str, topic: str, symbols: Iterable[str]) -> dict[str, list[tuple[int, int]]]:
+    """Exactly which agg ids of ``symbols`` the topic holds, as ranges: a full scan, for replays that overlap or
+    precede what was published before."""
+    wanted, ids = set(symbols), defaultdict[str, list[int]](list)
+
+    def visit(consumer: KafkaConsumer, tp: TopicPartition, begin: int, end: int) -> None:
+        for trade in _trades_between(consumer, tp, begin, end):
+            if trade.symbol in wanted:
+                ids[trade.symbol].append(trade.agg_id)
+
+    _scan(bootstrap, topic, visit)
+    return {symbol: id_ranges(agg_ids) for symbol, agg_ids in ids.items()}

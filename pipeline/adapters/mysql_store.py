@@ -140,7 +140,7 @@ def migrate(url: MysqlUrl) -> int:
 class BatchResult:
     applied: bool  # False: the ledger already had this batch (a re-execution), nothing changed
     rows_written: int = 0
-    rows_finalized: int = 0
+    rows_finalized: int = 0  # rows that became final in this batch: written final, or closed by the watermark
     final_rows_refused: int = 0
 
 
@@ -159,7 +159,7 @@ def apply_windows(url: MysqlUrl, run_id: str, batch_id: int, rows: Sequence[Wind
                     " FOR UPDATE", (run_id, batch_id))
         if cur.fetchone():
             return BatchResult(applied=False)
-        refused = 0
+        refused = written_final = 0
         if rows:
             keys = [(r.symbol, utc(r.start_ms)) for r in rows]
             placeholders = ", ".join(["(%s, %s)"] * len(keys))
@@ -169,9 +169,11 @@ def apply_windows(url: MysqlUrl, run_id: str, batch_id: int, rows: Sequence[Wind
             fresh = [r for r, k in zip(rows, keys, strict=True) if k not in final_keys]
             refused = len(rows) - len(fresh)
             if refused:
-                log.warning("batch %d: %d updates to final windows refused (late data)", batch_id, refused)
-            cur.executemany(UPSERT, [
-                _window_params(r, watermark_ms is not None and r.end_ms <= watermark_ms, now) for r in fresh])
+                log.warning("batch %d: %d updates to final windows refused (late data, or rows an earlier "
+                            "checkpoint finalized)", batch_id, refused)
+            final_now = [watermark_ms is not None and r.end_ms <= watermark_ms for r in fresh]
+            cur.executemany(UPSERT, [_window_params(r, final, now) for r, final in zip(fresh, final_now, strict=True)])
+            written_final = sum(final_now)
         finalized = 0
         if watermark_ms is not None:
             finalized = cur.execute("UPDATE moving_averages SET is_final = 1, updated_at = %s "
@@ -179,8 +181,9 @@ def apply_windows(url: MysqlUrl, run_id: str, batch_id: int, rows: Sequence[Wind
         cur.execute("INSERT INTO pipeline_batches (run_id, query_name, batch_id, max_event_ms, watermark_ms, "
                     "rows_written, rows_finalized, final_rows_refused, applied_at) "
                     "VALUES (%s, 'windows', %s, %s, %s, %s, %s, %s, %s)",
-                    (run_id, batch_id, max_event_ms, watermark_ms, len(rows) - refused, finalized, refused, now))
-        return BatchResult(True, len(rows) - refused, finalized, refused)
+                    (run_id, batch_id, max_event_ms, watermark_ms, len(rows) - refused, written_final + finalized,
+                     refused, now))
+        return BatchResult(True, len(rows) - refused, written_final + finalized, refused)
 
 
 def max_event_ms(url: MysqlUrl, run_id: str) -> int | None:

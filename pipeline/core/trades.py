@@ -18,8 +18,9 @@ Since 2022 Binance also returns *invalid* records (``p="0"``, ``q="0"``, ``f=-1`
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -194,20 +195,43 @@ class Gap:
 class Sequencer:
     """Per-symbol agg-id bookkeeping for a stream of trades: new, already seen (skip), and gaps.
 
-    Agg ids are consecutive per symbol, so with ``last`` the highest id published so far, a trade is new iff its
-    id is above ``last``; an id above ``last + 1`` also reveals a gap.
+    Agg ids are consecutive per symbol and each source yields them in order, so a trade whose id is not above the
+    last one seen in this stream is a repeat, and an id above ``last + 1`` reveals a gap::
 
         last=9:   10 -> new    12 -> new, gap 11..11    8 -> seen
+
+    ``last_ids`` seeds ``last`` (live mode: resume after the highest id in Kafka, and report a gap between it and
+    the first new trade). ``published`` lists, per symbol, inclusive id ranges already in Kafka (replay: a source
+    older than what Kafka holds is still published, and only the ids really present are skipped).
     """
 
-    def __init__(self, last_ids: Mapping[str, int] | None = None) -> None:
+    def __init__(self, last_ids: Mapping[str, int] | None = None,
+                 published: Mapping[str, Sequence[tuple[int, int]]] | None = None) -> None:
         self.last_ids: dict[str, int] = dict(last_ids or {})
+        self._published = {symbol: sorted(ranges) for symbol, ranges in (published or {}).items()}
+
+    def _is_published(self, symbol: str, agg_id: int) -> bool:
+        ranges = self._published.get(symbol)
+        if not ranges:
+            return False
+        index = bisect.bisect_right(ranges, (agg_id, float("inf"))) - 1
+        return index >= 0 and ranges[index][0] <= agg_id <= ranges[index][1]
 
     def observe(self, trade: Trade) -> tuple[bool, Gap | None]:
         last = self.last_ids.get(trade.symbol)
         if last is not None and trade.agg_id <= last:
             return False, None
         self.last_ids[trade.symbol] = trade.agg_id
-        if last is not None and trade.agg_id > last + 1:
-            return True, Gap(trade.symbol, last + 1, trade.agg_id - 1)
-        return True, None
+        gap = Gap(trade.symbol, last + 1, trade.agg_id - 1) if last is not None and trade.agg_id > last + 1 else None
+        return not self._is_published(trade.symbol, trade.agg_id), gap
+
+
+def id_ranges(agg_ids: Iterable[int]) -> list[tuple[int, int]]:
+    """Sorted, merged inclusive ranges: [5, 1, 2, 3, 7, 6] -> [(1, 3), (5, 7)]."""
+    ranges: list[tuple[int, int]] = []
+    for agg_id in sorted(set(agg_ids)):
+        if ranges and agg_id == ranges[-1][1] + 1:
+            ranges[-1] = (ranges[-1][0], agg_id)
+        else:
+            ranges.append((agg_id, agg_id))
+    return ranges

@@ -54,7 +54,7 @@ class JobSummary:
             p50, p95 = durations[len(durations) // 2], durations[min(len(durations) - 1, len(durations) * 95 // 100)]
             timing = f"; batch time p50 {p50} ms, p95 {p95} ms, max {durations[-1]} ms"
         return (f"{self.batches} batches, {self.input_rows} Kafka messages, {self.windows_written} window rows "
-                f"written, {self.windows_finalized} finalized, {self.quarantined} quarantined, "
+                f"written, {self.windows_finalized} became final, {self.quarantined} quarantined, "
                 f"{self.dropped_late} late rows dropped, {self.final_rows_refused} updates to final rows refused"
                 f"{timing}")
 

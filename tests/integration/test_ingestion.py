@@ -214,3 +214,19 @@ def test_unreachable_broker_is_one_clear_line(tmp_path: Path) -> None:
     assert result.returncode == 3
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
     assert "Kafka at 127.0.0.1:1 is unreachable" in result.stderr
+
+
+def test_an_older_archive_replayed_after_a_newer_one_is_still_published(settings_for: Settings,
+                                                                        tmp_path: Path) -> None:
+    day1 = synthetic_trades("XRPETH", 1_735_689_600_000, 300, seed=8, first_agg_id=1_000)
+    day2 = synthetic_trades("XRPETH", 1_735_776_000_000, 300, seed=9, first_agg_id=1_300)
+    newer = write_archive(tmp_path, "XRPETH", "2025-01-02", day2)
+    older = write_archive(tmp_path, "XRPETH", "2025-01-01", day1)
+    env = env_for(settings_for)
+    assert "published 300," in cli(["replay", "--source", str(newer)], env).stdout
+    second = cli(["replay", "--source", str(older)], env)
+    assert "published 300, invalid 0, rejected 0, duplicates skipped 0" in second.stdout, second.stdout
+    third = cli(["replay", "--source", str(older), "--source", str(newer)], env)
+    assert "published 0, invalid 0, rejected 0, duplicates skipped 600" in third.stdout, third.stdout
+    published = trades_in(settings_for.kafka_bootstrap or "", settings_for.topic)
+    assert sorted(published, key=lambda t: t.agg_id) == day1 + day2

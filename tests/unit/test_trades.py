@@ -125,3 +125,18 @@ def test_sequencer_skips_what_was_seen_and_reports_gaps() -> None:
     assert seq.observe(t(13)) == (True, Gap("BTCUSDT", 11, 12))
     assert seq.observe(t(5, "ETHUSDT")) == (True, None)  # first sight of a symbol: no gap to know of
     assert seq.last_ids == {"BTCUSDT": 13, "ETHUSDT": 5}
+
+
+def test_sequencer_with_published_ranges_skips_only_what_kafka_has() -> None:
+    from pipeline.core.trades import Sequencer, id_ranges
+
+    def t(agg_id: int) -> Trade:
+        return Trade("XRPETH", agg_id, Decimal(1), Decimal(1), 0, 0, 1, False, True)
+
+    assert id_ranges([5, 1, 2, 3, 7, 6, 3]) == [(1, 3), (5, 7)]
+    # Kafka holds a later day (ids 100..120) and part of this one (10..12): an older replay still publishes.
+    seq = Sequencer(published={"XRPETH": id_ranges([*range(100, 121), 10, 11, 12])})
+    verdicts = [seq.observe(t(i))[0] for i in (8, 9, 10, 11, 12, 13, 100, 121)]
+    assert verdicts == [True, True, False, False, False, True, False, True]
+    assert seq.observe(t(13)) == (False, None)  # repeated within the stream
+    assert seq.observe(t(200)) == (True, Gap("XRPETH", 122, 199))
