@@ -13,9 +13,13 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.settings import Settings
+
+if TYPE_CHECKING:  # adapters are imported where used: `pipeline --help` must not load Kafka or Spark
+    from pipeline.adapters.kafka_io import TradeSink
 
 
 def _stack(args: argparse.Namespace, settings: Settings) -> int:
@@ -24,6 +28,9 @@ def _stack(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "up":
         print("starting Kafka and MySQL (first run downloads Kafka from Maven Central)...", file=sys.stderr)
         conns, started = stack.up(settings, os.environ)
+        if conns.backend == "external":
+            print("PIPELINE_KAFKA_BOOTSTRAP and PIPELINE_MYSQL_URL are set: using those services, nothing started")
+            return 0
         verb = "started" if started else "already running"
         print(f"stack {verb} ({conns.backend}): kafka {conns.kafka_bootstrap}, mysql {conns.mysql_url}")
         print('load its settings into a shell with: eval "$(pipeline stack env)"')
@@ -74,7 +81,7 @@ def _parse_time_ms(raw: str) -> int:
     return int(parsed.timestamp() * 1000)
 
 
-def _sink(settings: Settings) -> tuple[str, object]:
+def _sink(settings: Settings) -> tuple[str, TradeSink]:
     from pipeline.adapters import kafka_io
     from pipeline.services import stack
 
@@ -102,10 +109,10 @@ def _produce(args: argparse.Namespace, settings: Settings) -> int:
     items = producer.poll(client, settings.symbols, cursors, counters, start_time_ms=start_ms,
                           poll_interval_s=args.poll_interval, stop=stop)
     try:
-        producer.publish(items, sink, Sequencer(last), counters,  # type: ignore[arg-type]
+        producer.publish(items, sink, Sequencer(last), counters,
                          progress=producer.Progress(counters), stop=stop, batch_size=1000)
     finally:
-        sink.close()  # type: ignore[attr-defined]
+        sink.close()
         print(f"produce: {counters.summary()}", file=sys.stderr)
     return 0
 
@@ -129,10 +136,10 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
     published = kafka_io.published_ranges(bootstrap, settings.topic, overlapping) if overlapping else {}
     progress = producer.Progress(counters)
     try:
-        producer.publish(producer.merge_by_time(sources), sink, Sequencer(published=published),  # type: ignore[arg-type]
+        producer.publish(producer.merge_by_time(sources), sink, Sequencer(published=published),
                          counters, pacer=pacer, progress=progress, stop=stop)
     finally:
-        sink.close()  # type: ignore[attr-defined]
+        sink.close()
     elapsed = progress.done()
     print(f"replay: {counters.summary()} in {elapsed:.1f}s ({counters.published / max(elapsed, 1e-9):,.0f} trades/s)")
     return 0 if not stop() else 130
@@ -145,6 +152,7 @@ def _record(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline import producer
     from pipeline.adapters import cassettes
     from pipeline.adapters.binance import BinanceClient, make_session
+    from pipeline.core.messages import Heartbeat
 
     stop = _stop_flag()
     deadline = time.monotonic() + args.minutes * 60
@@ -154,7 +162,7 @@ def _record(args: argparse.Namespace, settings: Settings) -> int:
     with cassettes.recording(Path(args.out)):
         for item in producer.poll(client, settings.symbols, {}, counters,
                                   stop=lambda: stop() or time.monotonic() > deadline):
-            seen += 0 if isinstance(item, producer.Heartbeat) else 1
+            seen += 0 if isinstance(item, Heartbeat) else 1
     print(f"record: {client.requests_sent} requests, {seen} trades recorded into {args.out}")
     return 0
 
@@ -164,9 +172,10 @@ def _process(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.spark import job
 
     bootstrap, url = stack.kafka_bootstrap(settings), stack.mysql_url(settings)
-    print(f"process: {settings.topic} at {bootstrap} -> {url} (checkpoint {settings.checkpoint_dir})",
-          file=sys.stderr)
-    summary = job.run(settings, bootstrap, url, until_idle=args.until_idle, trigger_seconds=args.trigger_seconds)
+    checkpoint = stack.checkpoint_dir(settings)
+    print(f"process: {settings.topic} at {bootstrap} -> {url} (checkpoint {checkpoint})", file=sys.stderr)
+    summary = job.run(settings, bootstrap, url, checkpoint, until_idle=args.until_idle,
+                      trigger_seconds=args.trigger_seconds)
     print(f"process: {summary.line()}")
     return 0
 
@@ -210,7 +219,10 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     step("1/4 starting Kafka and MySQL (first run downloads Kafka from Maven Central)")
     conns, _ = stack.up(settings, os.environ)
     demo = dataclasses.replace(settings.with_connections(conns.kafka_bootstrap, conns.mysql_url),
-                               topic="demo.aggtrades", checkpoint_dir=settings.state_dir / "demo-checkpoint")
+                               topic="demo.aggtrades",
+                               # its own checkpoint, beside the stack's data: never the user's job's
+                               checkpoint_dir=stack.checkpoint_dir(dataclasses.replace(settings, checkpoint_dir=None),
+                                                                   "demo-checkpoint"))
     step(f"    kafka {conns.kafka_bootstrap}, mysql {conns.mysql_url}")
     step(f"2/4 replaying {len(sources)} recorded Binance cassette(s) into Kafka at {args.speed}")
     replay_args = argparse.Namespace(source=[str(s) for s in sources], speed=args.speed)

@@ -15,7 +15,7 @@ import heapq
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from decimal import Decimal
 from typing import Protocol
 
@@ -26,7 +26,7 @@ from pipeline.core.trades import MalformedTrade, Sequencer, Trade, invalid_reaso
 log = logging.getLogger(__name__)
 
 Item = Trade | Heartbeat
-HEARTBEAT_LAG_MS = 2_000  # Binance's Date header has 1 s resolution; aggTrades can trail the clock slightly
+HEARTBEAT_LAG_MS = 5_000  # margin for the Date header's 1 s resolution and trades that reach REST late
 
 
 @dataclasses.dataclass
@@ -66,7 +66,7 @@ def admit(trades: Iterable[Trade], sequencer: Sequencer, counters: Counters) -> 
         yield trade
 
 
-def _parse_page(symbol: str, records: list[object], counters: Counters) -> list[Trade]:
+def _parse_page(symbol: str, records: Sequence[object], counters: Counters) -> list[Trade]:
     trades = []
     for record in records:
         try:

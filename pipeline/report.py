@@ -55,7 +55,7 @@ def table(rows: Sequence[Row], per_symbol: int = 3) -> str:
     return "\n".join([fmt(header), fmt(["-" * w for w in widths]), *(fmt(line) for line in lines)])
 
 
-def _figure(rows: Sequence[Row]):  # type: ignore[no-untyped-def]
+def _figure(rows: Sequence[Row]):
     import matplotlib
 
     matplotlib.use("Agg")

@@ -81,7 +81,8 @@ class Settings:
     mysql_url: MysqlUrl | None  # PIPELINE_MYSQL_URL
     symbols: tuple[str, ...] = DEFAULT_SYMBOLS  # PIPELINE_SYMBOLS
     topic: str = "binance.aggtrades"  # PIPELINE_TOPIC
-    checkpoint_dir: Path = Path.home() / ".local/state/pipeline/checkpoint"  # PIPELINE_CHECKPOINT_DIR
+    # PIPELINE_CHECKPOINT_DIR; None: beside the local stack's data (see pipeline.services.stack.checkpoint_dir)
+    checkpoint_dir: Path | None = None
     watermark_seconds: int = 10  # PIPELINE_WATERMARK_SECONDS
     state_dir: Path = Path.home() / ".local/state/pipeline"  # PIPELINE_STATE_DIR: the local stack's state
     cache_dir: Path = Path.home() / ".cache/pipeline"  # PIPELINE_CACHE_DIR: Maven artifacts, outside the repo
@@ -109,7 +110,7 @@ class Settings:
             mysql_url=MysqlUrl.parse(url) if url else None,
             symbols=_symbols(get("PIPELINE_SYMBOLS") or ",".join(DEFAULT_SYMBOLS)),
             topic=topic,
-            checkpoint_dir=Path(get("PIPELINE_CHECKPOINT_DIR") or state_dir / "checkpoint").expanduser(),
+            checkpoint_dir=Path(checkpoint).expanduser() if (checkpoint := get("PIPELINE_CHECKPOINT_DIR")) else None,
             watermark_seconds=watermark,
             state_dir=state_dir,
             cache_dir=Path(get("PIPELINE_CACHE_DIR") or cls.cache_dir).expanduser(),

@@ -14,7 +14,6 @@ import logging
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 import pymysql
@@ -229,7 +228,3 @@ def read_windows(url: MysqlUrl, symbol: str | None = None) -> list[dict[str, Any
         cur.execute(f"SELECT {', '.join(WINDOW_COLUMNS)} FROM moving_averages {where} ORDER BY symbol, start_time",
                     params)
         return [dict(zip(WINDOW_COLUMNS, row, strict=True)) for row in cur.fetchall()]
-
-
-def to_decimal(value: Any) -> Decimal:
-    return value if isinstance(value, Decimal) else Decimal(str(value))

@@ -7,8 +7,11 @@ them by id from any shell.
 
 from __future__ import annotations
 
+import importlib
 import os
 import secrets
+from collections.abc import Callable
+from typing import Any
 
 from pipeline.errors import ServiceError
 from pipeline.services import kafka_process, mysql_process, procs
@@ -18,14 +21,19 @@ KAFKA_IMAGE = "apache/kafka:4.1.1"
 MYSQL_IMAGE = "mysql:8.4"
 
 
+def _client() -> Any:
+    docker: Any = importlib.import_module("docker")  # untyped package; imported only when containers are wanted
+    return docker.from_env(timeout=5)
+
+
 def docker_usable() -> tuple[bool, str]:
     """Whether a Docker engine answers and has (or can pull) both images; the reason when not."""
     try:
-        import docker
+        import docker  # noqa: F401 - installed with the "containers" extra
     except ImportError:
         return False, "the docker Python package is not installed"
     try:
-        client = docker.from_env(timeout=5)
+        client = _client()
         client.ping()
     except Exception as exc:  # noqa: BLE001 - any failure means "no usable engine"
         return False, f"no Docker engine answers ({type(exc).__name__})"
@@ -82,7 +90,7 @@ def start() -> dict[str, object]:
             "bootstrap": bootstrap, "url": url.render()}
 
 
-def _wait(check) -> bool:  # type: ignore[no-untyped-def]
+def _wait(check: Callable[[], bool]) -> bool:
     import time
 
     for _ in range(200):
@@ -95,18 +103,14 @@ def _wait(check) -> bool:  # type: ignore[no-untyped-def]
 
 
 def container_running(container_id: str) -> bool:
-    import docker
-
     try:
-        return docker.from_env(timeout=5).containers.get(container_id).status == "running"
+        return bool(_client().containers.get(container_id).status == "running")
     except Exception:  # noqa: BLE001
         return False
 
 
 def remove(container_id: str) -> None:
-    import docker
-
     try:
-        docker.from_env(timeout=5).containers.get(container_id).remove(force=True)
+        _client().containers.get(container_id).remove(force=True)
     except Exception:  # noqa: BLE001 - already gone is fine for down
         pass

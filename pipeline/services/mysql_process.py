@@ -32,7 +32,7 @@ def _find(names: tuple[str, ...]) -> str | None:
     return None
 
 
-def _root_connect(socket_path: Path):  # type: ignore[no-untyped-def]
+def _root_connect(socket_path: Path):
     import pymysql
 
     return pymysql.connect(unix_socket=str(socket_path), user="root", connect_timeout=3, autocommit=True)

@@ -54,7 +54,7 @@ def _locked(settings: Settings) -> Iterator[None]:
 
 def read_state(settings: Settings) -> dict[str, object] | None:
     try:
-        return json.loads(_state_file(settings).read_text())  # type: ignore[no-any-return]
+        return json.loads(_state_file(settings).read_text())
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
@@ -110,10 +110,10 @@ def up(settings: Settings, env: Mapping[str, str]) -> tuple[Connections, bool]:
             if backend == "containers":
                 new_state.update(containers.start())
             else:
-                new_state["kafka"] = kafka_process.start(settings.cache_dir, run_dir / "kafka")
-                new_state["bootstrap"] = new_state["kafka"]["bootstrap"]  # type: ignore[index]
-                new_state["mysql"] = mysql_process.start(run_dir / "mysql")
-                new_state["url"] = new_state["mysql"]["url"]  # type: ignore[index]
+                kafka = new_state["kafka"] = kafka_process.start(settings.cache_dir, run_dir / "kafka")
+                new_state["bootstrap"] = kafka["bootstrap"]
+                mysql = new_state["mysql"] = mysql_process.start(run_dir / "mysql")
+                new_state["url"] = mysql["url"]
         except BaseException:
             _teardown(new_state)
             raise
@@ -207,3 +207,17 @@ def connections(settings: Settings) -> Connections:
         return ext
     backend = _from_stack(settings, "PIPELINE_KAFKA_BOOTSTRAP / PIPELINE_MYSQL_URL").backend
     return Connections(kafka_bootstrap(settings), mysql_url(settings), backend)
+
+
+def checkpoint_dir(settings: Settings, name: str = "checkpoint") -> Path:
+    """``PIPELINE_CHECKPOINT_DIR``, or else a directory that lives and dies with the local stack's data.
+
+    A checkpoint records Kafka offsets; kept across ``stack down`` / ``up`` it would point at offsets of a topic that
+    no longer exists. With external services (or no local stack) it is ``<state dir>/<name>``.
+    """
+    if settings.checkpoint_dir is not None:
+        return settings.checkpoint_dir
+    state = None if external(settings) else read_state(settings)
+    if state is not None and state.get("run_dir"):
+        return Path(str(state["run_dir"])) / name
+    return settings.state_dir / name

@@ -123,13 +123,13 @@ def _is_spark_55271(exc: BaseException | None) -> bool:
     return "scala.Option.get()" in text and "IterableOps.map" in text
 
 
-def run(settings: Settings, bootstrap: str, url: MysqlUrl, until_idle: bool,
+def run(settings: Settings, bootstrap: str, url: MysqlUrl, checkpoint_dir: Path, until_idle: bool,
         trigger_seconds: float = 1.0, stop: threading.Event | None = None) -> JobSummary:
     from pyspark.errors import StreamingQueryException
 
     mysql_store.migrate(url)
     kafka_io.ensure_topic(bootstrap, settings.topic)
-    run = run_id(settings.checkpoint_dir)
+    run = run_id(checkpoint_dir)
     summary = JobSummary()
     spark = spark_session(settings.cache_dir)
     source = (
@@ -148,10 +148,10 @@ def run(settings: Settings, bootstrap: str, url: MysqlUrl, until_idle: bool,
     starters = {
         "windows": lambda: aggregates.writeStream.queryName("windows").outputMode("update")
         .foreachBatch(WindowWriter(url, run, settings.watermark_seconds, summary))
-        .option("checkpointLocation", str(settings.checkpoint_dir / "windows")).trigger(**trigger).start(),
+        .option("checkpointLocation", str(checkpoint_dir / "windows")).trigger(**trigger).start(),
         "quarantine": lambda: transforms.quarantined(classified).writeStream.queryName("quarantine")
         .outputMode("append").foreachBatch(QuarantineWriter(url, run, summary))
-        .option("checkpointLocation", str(settings.checkpoint_dir / "quarantine")).trigger(**trigger).start(),
+        .option("checkpointLocation", str(checkpoint_dir / "quarantine")).trigger(**trigger).start(),
     }
     queries = {name: start() for name, start in starters.items()}
     restarts = dict.fromkeys(queries, 0)

@@ -61,7 +61,7 @@ def _connector_given() -> bool:
 
 
 def spark_session(cache_dir: Path, app_name: str = "pipeline", master: str | None = None,
-                  shuffle_partitions: int = 2):  # type: ignore[no-untyped-def]
+                  shuffle_partitions: int = 2):
     """A session for the job. Under spark-submit the cluster's master is kept; run directly, ``master`` or
     ``PIPELINE_SPARK_MASTER`` or ``local[2]`` (two cores: the machines this runs on in tests)."""
     from pyspark.sql import SparkSession

@@ -21,6 +21,8 @@ from pipeline.cli import main
 from pipeline.core.trades import Trade, invalid_reason, parse_rest
 from pipeline.settings import Settings
 from tests.archive_builder import synthetic_trades, write_archive
+from tests.cli_helpers import env_for
+from tests.cli_helpers import run as cli
 from tests.kafka_helpers import read_all, trades_in
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,20 +40,6 @@ def cassette_trades(path: Path) -> list[Trade]:
         symbol = uri.split("symbol=")[1].split("&")[0]
         out.extend(parse_rest(symbol, r) for r in json.loads(interaction["response"]["body"]["string"]))
     return out
-
-
-def env_for(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")}
-    assert settings.kafka_bootstrap and settings.mysql_url
-    env.update(PIPELINE_KAFKA_BOOTSTRAP=settings.kafka_bootstrap, PIPELINE_MYSQL_URL=settings.mysql_url.render(),
-               PIPELINE_TOPIC=settings.topic, PIPELINE_CHECKPOINT_DIR=str(settings.checkpoint_dir),
-               PIPELINE_CACHE_DIR=str(settings.cache_dir))
-    return env
-
-
-def cli(args: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout, check=False)
 
 
 def assert_exactly_once_in_order(published: list[Trade], expected: list[Trade]) -> None:

@@ -15,7 +15,9 @@ from pipeline.adapters import mysql_store
 from pipeline.settings import MysqlUrl, Settings
 from pipeline.spark.session import connector_jars as cached_connector_jars
 from tests.archive_builder import synthetic_trades, write_archive
-from tests.streaming.conftest import assert_rows_match, cli, env_for
+from tests.cli_helpers import env_for
+from tests.cli_helpers import ok as cli
+from tests.reference_rows import assert_rows_match
 
 ROOT = Path(__file__).resolve().parents[2]
 FIVE = {"BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "ADAUSDT"}

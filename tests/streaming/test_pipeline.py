@@ -16,9 +16,11 @@ from pipeline.core import messages
 from pipeline.core.trades import Trade
 from pipeline.settings import Settings
 from tests.archive_builder import synthetic_trades, write_archive
+from tests.cli_helpers import env_for
+from tests.cli_helpers import ok as cli
 from tests.integration.test_ingestion import CASSETTE, cassette_trades
 from tests.kafka_helpers import read_all
-from tests.streaming.conftest import assert_rows_match, cli, env_for
+from tests.reference_rows import assert_rows_match
 
 
 def test_bundled_fixtures_give_exactly_the_reference_rows(settings_for: Settings) -> None:

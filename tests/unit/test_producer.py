@@ -119,3 +119,12 @@ def test_merge_by_time_puts_heartbeats_before_trades_at_the_same_time() -> None:
     merged = list(producer.merge_by_time([[trade(1, 1_000), Heartbeat(2_000)],
                                           [trade(5, 2_000, "ETHUSDT"), trade(6, 2_500, "ETHUSDT")]]))
     assert merged == [trade(1, 1_000), Heartbeat(2_000), trade(5, 2_000, "ETHUSDT"), trade(6, 2_500, "ETHUSDT")]
+
+
+def test_a_first_start_at_a_given_time_asks_from_that_time_then_pages_by_id() -> None:
+    client = ScriptedClient([Page([rec(7, 1_000_500), rec(8, 1_000_900)], 1_001_000, 4),
+                             Page([], 1_002_000, 4)])
+    items = list(producer.poll(client, ["BTCUSDT"], {}, producer.Counters(), start_time_ms=1_000_000,  # type: ignore[arg-type]
+                               sleep=lambda _s: None, stop=lambda: not client.script))
+    assert [c[1] for c in client.calls] == [{"start_time_ms": 1_000_000}, {"from_id": 9}]
+    assert [getattr(i, "agg_id", None) for i in items][:2] == [7, 8]

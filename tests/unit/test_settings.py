@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from pipeline.errors import ConfigError
@@ -27,3 +29,17 @@ def test_secrets_never_show() -> None:
 def test_bad_settings_fail_at_construction(env: dict[str, str]) -> None:
     with pytest.raises(ConfigError):
         Settings.from_mapping(env)
+
+
+def test_default_checkpoint_lives_with_the_local_stack(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from pipeline.services import stack
+
+    settings = Settings.from_mapping({"PIPELINE_STATE_DIR": str(tmp_path)})
+    assert stack.checkpoint_dir(settings) == tmp_path / "checkpoint"  # no stack: beside the state
+    (tmp_path / "stack.json").write_text(json.dumps({"backend": "processes", "run_dir": str(tmp_path / "run"),
+                                                     "bootstrap": "127.0.0.1:1", "url": "mysql://u:p@h:1/db"}))
+    assert stack.checkpoint_dir(settings) == tmp_path / "run" / "checkpoint"  # deleted with the stack's data
+    explicit = Settings.from_mapping({"PIPELINE_STATE_DIR": str(tmp_path), "PIPELINE_CHECKPOINT_DIR": "/x/y"})
+    assert stack.checkpoint_dir(explicit) == Path("/x/y")

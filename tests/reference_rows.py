@@ -1,36 +1,14 @@
-"""Helpers for the whole-pipeline tests: run the CLI, and compare MySQL's rows with the reference aggregator."""
+"""Comparing the rows in MySQL with the reference aggregator's, column by column."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterable
 from typing import Any
-
-import pytest
 
 from pipeline.adapters import mysql_store
 from pipeline.core import windows
 from pipeline.core.trades import Trade
-from pipeline.settings import MysqlUrl, Settings
-
-
-def env_for(settings: Settings, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")}
-    assert settings.kafka_bootstrap and settings.mysql_url
-    env.update(PIPELINE_KAFKA_BOOTSTRAP=settings.kafka_bootstrap, PIPELINE_MYSQL_URL=settings.mysql_url.render(),
-               PIPELINE_TOPIC=settings.topic, PIPELINE_CHECKPOINT_DIR=str(settings.checkpoint_dir),
-               PIPELINE_CACHE_DIR=str(settings.cache_dir), PIPELINE_WATERMARK_SECONDS=str(settings.watermark_seconds),
-               **extra)
-    return env
-
-
-def cli(settings: Settings, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([sys.executable, "-m", "pipeline", *args], env=env_for(settings), capture_output=True,
-                            text=True, timeout=timeout, check=False)
-    assert result.returncode == 0, f"pipeline {' '.join(args)} failed:\n{result.stderr[-3000:]}"
-    return result
+from pipeline.settings import MysqlUrl
 
 
 def expected_rows(trades: Iterable[Trade]) -> dict[tuple[str, Any], dict[str, Any]]:
@@ -64,8 +42,3 @@ def assert_rows_match(url: MysqlUrl, trades: Iterable[Trade], *, all_final: bool
     assert not mismatches, "\n".join(mismatches[:20])
     if all_final:
         assert all(r["is_final"] == 1 for r in actual.values()), "every closed window should be final"
-
-
-@pytest.fixture
-def quick_settings(settings_for: Settings) -> Settings:
-    return settings_for
