@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.settings import Settings
@@ -243,10 +243,16 @@ Stop everything with:
     return code
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """One line, not argparse's usage block: what is wrong and where to read more."""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pipeline", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = _Parser(prog="pipeline", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail to stderr")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p_stack = sub.add_parser("stack", help="start, stop, inspect the local Kafka + MySQL")
     p_stack.add_argument("action", choices=["up", "down", "status", "env"])
     p_stack.set_defaults(func=_stack)
@@ -306,3 +312,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pipeline: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if args.verbose:
+            raise
+        print(f"pipeline: internal error: {type(exc).__name__}: {str(exc)[:300]} (run with -v for the traceback)",
+              file=sys.stderr)
+        return 70

@@ -139,14 +139,14 @@ def test_live_mode_against_a_cassette_backed_binance(settings_for: Settings, mon
             monkeypatch.setenv(key, value)
     expected = [t for t in cassette_trades(CASSETTE) if invalid_reason(t) is None]
     with cassettes.playback(CASSETTE), pytest.raises(cassettes.CannotOverwriteExistingCassetteException):
-        main(["produce", "--mode", "live", "--poll-interval", "0"])  # runs until the recording ends
+        main(["-v", "produce", "--mode", "live", "--poll-interval", "0"])  # runs until the recording ends
     bootstrap = settings_for.kafka_bootstrap or ""
     assert_exactly_once_in_order(trades_in(bootstrap, settings_for.topic), expected)
 
     # Restarted, it resumes after the last agg id in Kafka for each symbol: no repeat of anything.
     capsys.readouterr()
     with cassettes.playback(CASSETTE), pytest.raises(cassettes.CannotOverwriteExistingCassetteException) as info:
-        main(["produce", "--mode", "live", "--poll-interval", "0"])
+        main(["-v", "produce", "--mode", "live", "--poll-interval", "0"])
     last_btc = max(t.agg_id for t in expected if t.symbol == "BTCUSDT")
     assert f"fromId={last_btc + 1}" in str(info.value)  # the first thing it asked Binance for
     assert f"BTCUSDT: resuming after agg id {last_btc}" in capsys.readouterr().err
