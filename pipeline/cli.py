@@ -96,6 +96,7 @@ def _produce(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.adapters.binance import BinanceClient, make_session
     from pipeline.core.trades import Sequencer
 
+    start_ms = _parse_time_ms(args.start) if args.start else None
     stop = _stop_flag()
     bootstrap, sink = _sink(settings)
     counters = producer.Counters()
@@ -105,7 +106,6 @@ def _produce(args: argparse.Namespace, settings: Settings) -> int:
         where = f"after agg id {last[symbol]} (already in Kafka)" if symbol in last else "at the start point"
         print(f"{symbol}: resuming {where}", file=sys.stderr)
     client = BinanceClient(session=make_session(), base_url=args.base_url, weight_budget=args.weight_budget)
-    start_ms = _parse_time_ms(args.start) if args.start else None
     items = producer.poll(client, settings.symbols, cursors, counters, start_time_ms=start_ms,
                           poll_interval_s=args.poll_interval, stop=stop)
     try:
@@ -121,7 +121,6 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
     from pathlib import Path
 
     from pipeline import producer, replay
-    from pipeline.adapters import kafka_io
     from pipeline.core.trades import Sequencer
 
     pacer = producer.Pacer(producer.parse_speed(args.speed))
@@ -129,11 +128,7 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
     sources, lowest = replay.open_sources([Path(p) for p in args.source], counters)
     stop = _stop_flag()
     bootstrap, sink = _sink(settings)
-    # Forward replays (everything newer than the topic holds) need only the newest ids; a replay that overlaps or
-    # precedes them gets an exact scan, so it skips precisely the trades already there and publishes the rest.
-    newest = kafka_io.last_agg_ids(bootstrap, settings.topic, lowest)
-    overlapping = [symbol for symbol, low in lowest.items() if symbol in newest and low <= newest[symbol]]
-    published = kafka_io.published_ranges(bootstrap, settings.topic, overlapping) if overlapping else {}
+    published = replay.already_published(bootstrap, settings.topic, lowest)
     progress = producer.Progress(counters)
     try:
         producer.publish(producer.merge_by_time(sources), sink, Sequencer(published=published),

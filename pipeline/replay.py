@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
-from pipeline.adapters import cassettes
+from pipeline.adapters import cassettes, kafka_io
 from pipeline.adapters.archives import Archive
 from pipeline.adapters.binance import BinanceClient, make_session
 from pipeline.core.messages import Heartbeat
@@ -99,3 +99,15 @@ def open_sources(paths: list[Path], counters: Counters) -> tuple[list[list[Item]
             log.info("%s: %d rows", path.name, rows)
             sources.append(archive_items(archive))
     return sources, lowest
+
+
+def already_published(bootstrap: str, topic: str, lowest: dict[str, int]) -> dict[str, list[tuple[int, int]]]:
+    """Per symbol, the agg-id ranges of the sources that the topic already holds.
+
+    A forward replay (every source id above the newest in the topic) needs only the newest ids, found by a short
+    backward scan; a replay that overlaps or precedes them gets an exact scan, so it skips precisely the trades
+    already there and publishes the rest (an older archive replayed after a newer one is not lost).
+    """
+    newest = kafka_io.last_agg_ids(bootstrap, topic, lowest)
+    overlapping = [symbol for symbol, low in lowest.items() if symbol in newest and low <= newest[symbol]]
+    return kafka_io.published_ranges(bootstrap, topic, overlapping) if overlapping else {}
