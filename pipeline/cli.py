@@ -132,7 +132,7 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
     progress = producer.Progress(counters)
     try:
         producer.publish(producer.merge_by_time(sources), sink, Sequencer(published=published),
-                         counters, pacer=pacer, progress=progress, stop=stop)
+                         counters, pacer=pacer, progress=progress, stop=stop, heartbeats="progress")
     finally:
         sink.close()
     elapsed = progress.done()
@@ -230,8 +230,8 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
 Look at the rows yourself:
   eval "$(pipeline stack env)"
   pipeline report --symbol BTCUSDT --minutes 10
-  mariadb -h {conns.mysql_url.host} -P {conns.mysql_url.port} -u {conns.mysql_url.user} -p {conns.mysql_url.database} \
-      -e 'SELECT * FROM moving_averages ORDER BY start_time DESC LIMIT 10;'   (password: see pipeline stack env)
+  mariadb -h {conns.mysql_url.host} -P {conns.mysql_url.port} -u {conns.mysql_url.user} -p {conns.mysql_url.database}
+  (the password is in `pipeline stack env`), then: SELECT * FROM moving_averages ORDER BY start_time DESC;
 Stop everything with:
   pipeline stack down""")
     step("done")

@@ -216,10 +216,17 @@ class Sink(Protocol):
 
 def publish(items: Iterable[Item], sink: Sink, sequencer: Sequencer, counters: Counters, *,
             pacer: Pacer | None = None, progress: Progress | None = None, stop: Callable[[], bool] = lambda: False,
-            batch_size: int = 5000) -> None:
-    """Send admitted trades and heartbeats; count a trade as published only once Kafka acknowledged it."""
+            batch_size: int = 5000, heartbeats: str = "all") -> None:
+    """Send admitted trades and heartbeats; count a trade as published only once Kafka acknowledged it.
+
+    ``heartbeats="all"`` (live: quiet markets need them) sends every heartbeat; ``"progress"`` (replay) sends one
+    only when trades were published since the previous one, and always the stream's last, so replaying a source
+    that Kafka already holds does not flood the topic with heartbeats the job would drop as late.
+    """
     pending = 0
     last_confirm = time.monotonic()
+    published_since_heartbeat = False
+    held: Heartbeat | None = None
 
     def confirm() -> None:
         nonlocal pending, last_confirm
@@ -230,21 +237,33 @@ def publish(items: Iterable[Item], sink: Sink, sequencer: Sequencer, counters: C
         if progress:
             progress.tick()
 
+    def send(heartbeat: Heartbeat) -> None:
+        nonlocal published_since_heartbeat, held
+        confirm()  # every trade before the heartbeat is acknowledged before the heartbeat is sent
+        sink.send_heartbeat(heartbeat)
+        sink.flush()
+        counters.heartbeats += 1
+        published_since_heartbeat, held = False, None
+
     for item in _admit_items(items, sequencer, counters):
         if isinstance(item, Heartbeat):
-            confirm()  # every trade before the heartbeat is acknowledged before the heartbeat is sent
-            sink.send_heartbeat(item)
-            sink.flush()
-            counters.heartbeats += 1
+            if heartbeats == "all" or published_since_heartbeat:
+                send(item)
+            else:
+                held = item
         else:
             if pacer:
                 pacer.wait(item.event_time_ms)
             sink.send_trade(item)
             pending += 1
+            published_since_heartbeat = True
             if pending >= batch_size or (pacer is not None and pacer.paced and time.monotonic() - last_confirm > 0.2):
                 confirm()
         if stop():
             break
+    else:
+        if held is not None:
+            send(held)  # the stream's last word on completeness, even if it published nothing new
     confirm()
     if progress:
         progress.tick(force=True)

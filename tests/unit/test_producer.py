@@ -128,3 +128,14 @@ def test_a_first_start_at_a_given_time_asks_from_that_time_then_pages_by_id() ->
                                sleep=lambda _s: None, stop=lambda: not client.script))
     assert [c[1] for c in client.calls] == [{"start_time_ms": 1_000_000}, {"from_id": 9}]
     assert [getattr(i, "agg_id", None) for i in items][:2] == [7, 8]
+
+
+def test_replay_mode_thins_heartbeats_but_keeps_the_last() -> None:
+    sink, counters = InMemorySink(), producer.Counters()
+    items = [trade(1), Heartbeat(2_000), Heartbeat(3_000), trade(2, 3_500), Heartbeat(4_000), Heartbeat(5_000)]
+    producer.publish(items, sink, Sequencer(), counters, heartbeats="progress")
+    assert [getattr(i, "complete_before_ms", None) for i in sink.acknowledged] == [None, 2_000, None, 4_000, 5_000]
+
+    again = InMemorySink()  # everything already published: only the final heartbeat goes out
+    producer.publish(items, again, Sequencer({"BTCUSDT": 2}), producer.Counters(), heartbeats="progress")
+    assert again.acknowledged == [Heartbeat(5_000)]
