@@ -212,6 +212,10 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
         print(f"[{time.monotonic() - started:5.1f}s] {text}", file=sys.stderr, flush=True)
 
     step("1/4 starting Kafka and MySQL (first run downloads Kafka from Maven Central)")
+    if stack.external(settings) is None:
+        from pipeline.services import provision
+
+        provision.ensure(step)  # a fresh Debian machine lacks the MySQL server (and maybe Java or Maven)
     conns, _ = stack.up(settings, os.environ)
     demo = dataclasses.replace(settings.with_connections(conns.kafka_bootstrap, conns.mysql_url),
                                topic="demo.aggtrades",

@@ -43,3 +43,11 @@ def test_default_checkpoint_lives_with_the_local_stack(tmp_path) -> None:  # typ
     assert stack.checkpoint_dir(settings) == tmp_path / "run" / "checkpoint"  # deleted with the stack's data
     explicit = Settings.from_mapping({"PIPELINE_STATE_DIR": str(tmp_path), "PIPELINE_CHECKPOINT_DIR": "/x/y"})
     assert stack.checkpoint_dir(explicit) == Path("/x/y")
+
+
+def test_provisioning_names_the_debian_packages_for_what_is_missing() -> None:
+    from pipeline.services.provision import missing_packages
+
+    assert missing_packages(lambda name: True) == []
+    assert missing_packages(lambda name: name in ("java", "mvn")) == ["mariadb-server"]
+    assert missing_packages(lambda name: name == "mysqld") == ["openjdk-17-jre-headless", "maven"]
