@@ -45,6 +45,7 @@ class JobSummary:
     quarantined: int = 0
     dropped_late: int = 0
     skipped_batches: int = 0  # re-executed batches the ledger had applied already
+    spark_restarts: int = 0  # queries started again after SPARK-55271
     batch_ms: list[int] = dataclasses.field(default_factory=list)  # the windows query's trigger durations
 
     def line(self) -> str:
@@ -55,8 +56,9 @@ class JobSummary:
             timing = f"; batch time p50 {p50} ms, p95 {p95} ms, max {durations[-1]} ms"
         return (f"{self.batches} batches, {self.input_rows} Kafka messages, {self.windows_written} window rows "
                 f"written, {self.windows_finalized} became final, {self.quarantined} quarantined, "
-                f"{self.dropped_late} late rows dropped, {self.final_rows_refused} updates to final rows refused"
-                f"{timing}")
+                f"{self.dropped_late} late rows dropped, {self.final_rows_refused} updates to final rows refused, "
+                f"{self.skipped_batches} re-executed batches skipped{timing}"
+                + (f"; {self.spark_restarts} queries restarted after SPARK-55271" if self.spark_restarts else ""))
 
 
 def run_id(checkpoint_dir: Path) -> str:
@@ -172,6 +174,7 @@ def run(settings: Settings, bootstrap: str, url: MysqlUrl, checkpoint_dir: Path,
                 exc = query.exception()
                 if exc is not None and _is_spark_55271(exc) and restarts[name] < 3:
                     restarts[name] += 1
+                    summary.spark_restarts += 1
                     log.warning("query %s hit Spark bug SPARK-55271 after a restart; starting it again", name)
                     _collect(query, summary)
                     queries[name] = starters[name]()
