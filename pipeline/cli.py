@@ -266,7 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p_replay = sub.add_parser("replay", help="publish cassettes or Binance archives to Kafka")
     p_replay.add_argument("--source", action="append", required=True,
-                          help="a cassette (.yaml) or archive (<SYMBOL>-aggTrades-<date>.csv/.zip); repeatable")
+                          help="a cassette (.yaml), an archive (<SYMBOL>-aggTrades-<date>.csv/.zip) or a directory "
+                               "of them; repeatable")
     p_replay.add_argument("--speed", default="max", help="max (default), 1x, or Nx such as 60x")
     p_replay.set_defaults(func=_replay)
 

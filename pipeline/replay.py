@@ -74,6 +74,24 @@ def archive_items(archive: Archive) -> Iterator[Item]:
     yield Heartbeat(archive.complete_before_ms)
 
 
+CASSETTE_SUFFIXES = (".yaml", ".yml", ".json")
+SOURCE_SUFFIXES = (*CASSETTE_SUFFIXES, ".csv", ".zip")
+
+
+def expand(paths: list[Path]) -> list[Path]:
+    """A directory stands for the cassettes and archives directly inside it, in name order."""
+    out: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix in SOURCE_SUFFIXES and p.is_file())
+            if not found:
+                raise InputError(f"{path}: a directory with no cassettes (.yaml) or archives (.csv, .zip) in it")
+            out.extend(found)
+        else:
+            out.append(path)
+    return out
+
+
 def open_sources(paths: list[Path], counters: Counters) -> tuple[list[list[Item] | Iterator[Item]], dict[str, int]]:
     """Validate every source before anything is published; returns the item sources and, per symbol, the lowest
     agg id they hold (to tell a forward replay from one that overlaps what Kafka has)."""
@@ -83,8 +101,8 @@ def open_sources(paths: list[Path], counters: Counters) -> tuple[list[list[Item]
     def note(trade: Trade) -> None:
         lowest[trade.symbol] = min(lowest.get(trade.symbol, trade.agg_id), trade.agg_id)
 
-    for path in paths:
-        if path.suffix in (".yaml", ".yml", ".json"):
+    for path in expand(paths):
+        if path.suffix in CASSETTE_SUFFIXES:
             items = cassette_items(path, counters)
             for item in items:
                 if isinstance(item, Trade):

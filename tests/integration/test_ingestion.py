@@ -72,9 +72,9 @@ def test_csv_and_zip_archives_in_ms_and_us_replay_together(settings_for: Setting
     start = 1_735_689_600_000  # 2025-01-01
     btc = synthetic_trades("BTCUSDT", start, 3000, seed=1)
     eth = synthetic_trades("ETHUSDT", start, 2000, seed=2, first_agg_id=500)
-    sources = [write_archive(tmp_path, "BTCUSDT", "2025-01-01", btc, micros=True, zipped=True),
-               write_archive(tmp_path, "ETHUSDT", "2025-01-01", eth)]
-    result = cli(["replay", *[a for p in sources for a in ("--source", str(p))]], env_for(settings_for))
+    write_archive(tmp_path, "BTCUSDT", "2025-01-01", btc, micros=True, zipped=True)
+    write_archive(tmp_path, "ETHUSDT", "2025-01-01", eth)
+    result = cli(["replay", "--source", str(tmp_path)], env_for(settings_for))  # a directory: all archives in it
     assert result.returncode == 0, result.stderr
     assert "published 5000, invalid 0" in result.stdout
     assert_exactly_once_in_order(trades_in(settings_for.kafka_bootstrap or "", settings_for.topic), btc + eth)
