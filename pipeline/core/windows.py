@@ -43,7 +43,6 @@ class Accumulator:
     close_price: Decimal | None = None
     high_price: Decimal | None = None
     low_price: Decimal | None = None
-    max_event_time_ms: int | None = None
 
 
 def initialize() -> Accumulator:
@@ -63,7 +62,6 @@ def add(acc: Accumulator, trade: Trade) -> Accumulator:
         close_price=trade.price,
         high_price=trade.price,
         low_price=trade.price,
-        max_event_time_ms=trade.event_time_ms,
     )
     return merge(acc, single)
 
@@ -93,7 +91,6 @@ def merge(a: Accumulator, b: Accumulator) -> Accumulator:
         close_price=last.close_price,
         high_price=_pick(a.high_price, b.high_price, higher=True),
         low_price=_pick(a.low_price, b.low_price, higher=False),
-        max_event_time_ms=max(a.max_event_time_ms or 0, b.max_event_time_ms or 0),
     )
 
 

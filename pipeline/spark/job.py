@@ -77,7 +77,6 @@ def accumulator(row: Any) -> windows.Accumulator:
         price_sum=row["price_sum"], volume=row["volume"], quote_volume=row["quote_volume"],
         open_id=row["open_id"], open_price=row["open_price"], close_id=row["close_id"],
         close_price=row["close_price"], high_price=row["high_price"], low_price=row["low_price"],
-        max_event_time_ms=row["max_event_ms"],
     )
 
 
