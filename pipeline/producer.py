@@ -19,9 +19,10 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from decimal import Decimal
 from typing import Protocol
 
-from pipeline.adapters.binance import BinanceClient, ExchangeUnavailable, RateLimited
+from pipeline.adapters.binance import MAX_LIMIT, BinanceClient, ExchangeUnavailable, RateLimited
 from pipeline.core.messages import Heartbeat
 from pipeline.core.trades import MalformedTrade, Sequencer, Trade, invalid_reason, parse_rest
+from pipeline.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,7 @@ def poll(client: BinanceClient, symbols: Iterable[str], cursors: dict[str, int],
     """
     symbols = list(symbols)
     last_heartbeat = 0
+    failures = 0  # consecutive: the backoff resets once Binance answers again
     while not stop():
         caught_up_at: list[int | None] = []
         for symbol in symbols:
@@ -113,15 +115,17 @@ def poll(client: BinanceClient, symbols: Iterable[str], cursors: dict[str, int],
             except ExchangeUnavailable as exc:
                 log.warning("%s; trying again shortly", exc)
                 counters.exchange_errors += 1
-                sleep(min(30.0, 2.0 ** min(counters.exchange_errors, 5)))
+                failures += 1
+                sleep(min(30.0, 2.0 ** min(failures, 5)))
                 caught_up_at.append(None)
                 break
+            failures = 0
             trades = _parse_page(symbol, page.records, counters)
             ids = [r["a"] for r in page.records if isinstance(r, dict) and type(r.get("a")) is int]
             if ids:  # past malformed records too (counted as rejected), or they would be asked for forever
                 cursors[symbol] = max(ids) + 1
             yield from trades
-            full = len(page.records) >= 1000
+            full = len(page.records) >= MAX_LIMIT
             caught_up_at.append(None if full else page.server_time_ms)
         if len(caught_up_at) == len(symbols) and all(t is not None for t in caught_up_at):
             complete_before = min(t for t in caught_up_at if t is not None) - HEARTBEAT_LAG_MS
@@ -131,13 +135,16 @@ def poll(client: BinanceClient, symbols: Iterable[str], cursors: dict[str, int],
             sleep(poll_interval_s)
 
 
+def time_order(item: Item) -> tuple[int, int]:
+    """Sort key: event time; a heartbeat at T sorts before trades at T (it speaks of times before T)."""
+    if isinstance(item, Heartbeat):
+        return (item.complete_before_ms, 0)
+    return (item.event_time_ms, 1)
+
+
 def merge_by_time(sources: Iterable[Iterable[Item]]) -> Iterator[Item]:
-    """Merge time-ordered sources; a heartbeat at T sorts before trades at T (it speaks of times before T)."""
-    def key(item: Item) -> tuple[int, int]:
-        if isinstance(item, Heartbeat):
-            return (item.complete_before_ms, 0)
-        return (item.event_time_ms, 1)
-    return heapq.merge(*sources, key=key)
+    """Merge sources that are each in ``time_order``."""
+    return heapq.merge(*sources, key=time_order)
 
 
 class Pacer:
@@ -166,8 +173,6 @@ class Pacer:
 
 def parse_speed(raw: str) -> float | None:
     """``max`` -> None; ``1x`` / ``10x`` / ``0.5x`` -> the factor."""
-    from pipeline.errors import ConfigError
-
     text = raw.strip().lower()
     if text == "max":
         return None
@@ -183,15 +188,15 @@ def parse_speed(raw: str) -> float | None:
 class Progress:
     """A one-line progress display with the publish rate, on stderr."""
 
-    def __init__(self, counters: Counters, enabled: bool = True, every_s: float = 0.5) -> None:
-        self._counters, self._enabled = counters, enabled
+    def __init__(self, counters: Counters, every_s: float = 0.5) -> None:
+        self._counters = counters
         self._tty = sys.stderr.isatty()
         self._every_s = every_s if self._tty else 5.0
         self._start = self._last = time.monotonic()
 
     def tick(self, force: bool = False) -> None:
         now = time.monotonic()
-        if not self._enabled or (not force and now - self._last < self._every_s):
+        if not force and now - self._last < self._every_s:
             return
         self._last = now
         rate = self._counters.published / max(now - self._start, 1e-9)
@@ -201,7 +206,7 @@ class Progress:
 
     def done(self) -> float:
         elapsed = time.monotonic() - self._start
-        if self._enabled and self._tty:
+        if self._tty:
             print(file=sys.stderr)
         return elapsed
 

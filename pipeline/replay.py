@@ -20,7 +20,7 @@ from pipeline.adapters.binance import BinanceClient, make_session
 from pipeline.core.messages import Heartbeat
 from pipeline.core.trades import Trade
 from pipeline.errors import InputError
-from pipeline.producer import Counters, Item, poll
+from pipeline.producer import Counters, Item, poll, time_order
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +62,7 @@ def cassette_items(path: Path, counters: Counters) -> list[Item]:
             pass  # the recording ends here
     if client.requests_sent <= 1:
         raise InputError(f"{path}: the cassette's requests do not match this poller's (recorded elsewhere?)")
-
-    def key(item: Item) -> tuple[int, int]:
-        return (item.complete_before_ms, 0) if isinstance(item, Heartbeat) else (item.event_time_ms, 1)
-
-    return sorted(items, key=key)
+    return sorted(items, key=time_order)
 
 
 def archive_items(archive: Archive) -> Iterator[Item]:

@@ -139,3 +139,12 @@ def test_replay_mode_thins_heartbeats_but_keeps_the_last() -> None:
     again = InMemorySink()  # everything already published: only the final heartbeat goes out
     producer.publish(items, again, Sequencer({"BTCUSDT": 2}), producer.Counters(), heartbeats="progress")
     assert again.acknowledged == [Heartbeat(5_000)]
+
+
+def test_exchange_backoff_grows_with_consecutive_failures_and_resets_after_an_answer() -> None:
+    client = ScriptedClient([ExchangeUnavailable("503"), ExchangeUnavailable("503"), Page([], 200_000, 4),
+                             ExchangeUnavailable("503")])
+    slept: list[float] = []
+    list(producer.poll(client, ["BTCUSDT"], {"BTCUSDT": 1}, producer.Counters(), poll_interval_s=1.0,  # type: ignore[arg-type]
+                       sleep=slept.append, stop=lambda: not client.script))
+    assert slept == [2.0, 4.0, 1.0, 2.0]
