@@ -18,7 +18,7 @@ from typing import Any
 
 import pymysql
 
-from pipeline.core.windows import WindowRow
+from pipeline.core.windows import WindowRow, is_final
 from pipeline.errors import ServiceError
 from pipeline.settings import MysqlUrl
 
@@ -170,7 +170,7 @@ def apply_windows(url: MysqlUrl, run_id: str, batch_id: int, rows: Sequence[Wind
             if refused:
                 log.warning("batch %d: %d updates to final windows refused (late data, or rows an earlier "
                             "checkpoint finalized)", batch_id, refused)
-            final_now = [watermark_ms is not None and r.end_ms <= watermark_ms for r in fresh]
+            final_now = [is_final(r.end_ms, watermark_ms) for r in fresh]
             cur.executemany(UPSERT, [_window_params(r, final, now) for r, final in zip(fresh, final_now, strict=True)])
             written_final = sum(final_now)
         finalized = 0

@@ -88,9 +88,8 @@ class WindowWriter:
         rows = batch.collect()
         batch_max = max((int(r["max_event_ms"]) for r in rows), default=None)
         previous = mysql_store.max_event_ms(self.url, self.run)
-        known = [m for m in (batch_max, previous) if m is not None]
-        max_event = max(known) if known else None
-        watermark = max_event - self.delay_ms if max_event is not None else None
+        max_event = max((m for m in (batch_max, previous) if m is not None), default=None)
+        watermark = windows.watermark_ms(max_event, self.delay_ms)
         window_rows = [windows.result(r["symbol"], int(r["start_ms"]), accumulator(r))
                        for r in rows if r["symbol"] != transforms.HEARTBEAT_SYMBOL and r["agg_trade_count"] > 0]
         result = mysql_store.apply_windows(self.url, self.run, batch_id, window_rows, max_event, watermark)
