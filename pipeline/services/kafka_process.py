@@ -115,7 +115,8 @@ def start(cache_dir: Path, data_dir: Path) -> dict[str, object]:
     pid = procs.spawn([*base, "kafka.Kafka", str(props)], log)
     bootstrap = f"127.0.0.1:{port}"
     # Wait for the port first: kafka-python backs off for seconds after a refused connection.
-    procs.wait_for(lambda: procs.port_open(port), pid=pid, what="Kafka", log_path=log, timeout_s=90)
-    procs.wait_for(lambda: metadata_ok(bootstrap), pid=pid, what="Kafka", log_path=log, timeout_s=60)
+    with procs.stopped_on_failure(pid):
+        procs.wait_for(lambda: procs.port_open(port), pid=pid, what="Kafka", log_path=log, timeout_s=90)
+        procs.wait_for(lambda: metadata_ok(bootstrap), pid=pid, what="Kafka", log_path=log, timeout_s=60)
     return {"pid": pid, "bootstrap": bootstrap, "controller_port": controller_port, "data_dir": str(data_dir),
             "log": str(log), "version": KAFKA_VERSION}

@@ -38,6 +38,12 @@ def _root_connect(socket_path: Path):
     return pymysql.connect(unix_socket=str(socket_path), user="root", connect_timeout=3, autocommit=True)
 
 
+def _root_ping(socket_path: Path) -> bool:
+    with _root_connect(socket_path) as conn:
+        conn.ping()
+    return True
+
+
 def start(data_dir: Path) -> dict[str, object]:
     server = _find(_SERVER_NAMES)
     if server is None:
@@ -64,15 +70,15 @@ def start(data_dir: Path) -> dict[str, object]:
         "--skip-name-resolve", "--innodb-buffer-pool-size=128M", "--max-connections=200",
         "--character-set-server=utf8mb4", "--default-time-zone=+00:00", *as_root,
     ], data_dir / "mysqld.out")
-    procs.wait_for(lambda: bool(_root_connect(socket_path).ping() or True), pid=pid, what="MySQL",
-                   log_path=log, timeout_s=60)
     password = secrets.token_urlsafe(18)
-    with _root_connect(socket_path) as conn, conn.cursor() as cur:
-        cur.execute(f"CREATE DATABASE IF NOT EXISTS `{DATABASE}`")
-        for host in ("127.0.0.1", "localhost"):
-            cur.execute(f"CREATE USER IF NOT EXISTS '{USER}'@'{host}' IDENTIFIED BY %s", (password,))
-            cur.execute(f"GRANT ALL PRIVILEGES ON `{DATABASE}`.* TO '{USER}'@'{host}'")
-            cur.execute(f"GRANT ALL PRIVILEGES ON `{DATABASE}\\_%`.* TO '{USER}'@'{host}'")
+    with procs.stopped_on_failure(pid):
+        procs.wait_for(lambda: _root_ping(socket_path), pid=pid, what="MySQL", log_path=log, timeout_s=60)
+        with _root_connect(socket_path) as conn, conn.cursor() as cur:
+            cur.execute(f"CREATE DATABASE IF NOT EXISTS `{DATABASE}`")
+            for host in ("127.0.0.1", "localhost"):
+                cur.execute(f"CREATE USER IF NOT EXISTS '{USER}'@'{host}' IDENTIFIED BY %s", (password,))
+                cur.execute(f"GRANT ALL PRIVILEGES ON `{DATABASE}`.* TO '{USER}'@'{host}'")
+                cur.execute(f"GRANT ALL PRIVILEGES ON `{DATABASE}\\_%`.* TO '{USER}'@'{host}'")
     url = MysqlUrl(user=USER, password=password, host="127.0.0.1", port=port, database=DATABASE)
     return {"pid": pid, "url": url.render(), "socket": str(socket_path), "data_dir": str(data_dir),
             "log": str(log)}

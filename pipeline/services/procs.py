@@ -7,7 +7,8 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from pipeline.errors import ServiceError
@@ -51,6 +52,16 @@ def spawn(args: list[str], log_path: Path, env: dict[str, str] | None = None) ->
             start_new_session=True, env=env, close_fds=True,
         )
     return proc.pid
+
+
+@contextmanager
+def stopped_on_failure(pid: int) -> Iterator[None]:
+    """Whatever fails between spawning a daemon and handing it over must not leave it running."""
+    try:
+        yield
+    except BaseException:
+        stop(pid)
+        raise
 
 
 def wait_for(check: Callable[[], bool], *, pid: int, what: str, log_path: Path, timeout_s: float) -> None:

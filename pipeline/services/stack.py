@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import json
+import os
 import shutil
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -117,8 +118,10 @@ def up(settings: Settings, env: Mapping[str, str]) -> tuple[Connections, bool]:
         except BaseException:
             _teardown(new_state)
             raise
-        _state_file(settings).write_text(json.dumps(new_state, indent=2))
-        _state_file(settings).chmod(0o600)  # it holds the pipeline user's password
+        # It holds the pipeline user's password: readable by its owner only, from the moment it exists.
+        fd = os.open(_state_file(settings), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as state_file:
+            state_file.write(json.dumps(new_state, indent=2))
         return _connections(new_state), True
 
 

@@ -137,3 +137,17 @@ def test_containers_backend(tmp_path: Path) -> None:
         assert _cli(["stack", "status"], env).returncode == 0
     finally:
         assert _cli(["stack", "down"], env).returncode == 0
+
+
+def test_a_daemon_whose_start_up_fails_is_not_left_running(tmp_path: Path) -> None:
+    pid = procs.spawn(["sleep", "600"], tmp_path / "sleep.log")
+    with pytest.raises(RuntimeError), procs.stopped_on_failure(pid):
+        raise RuntimeError("readiness check failed")
+    assert not procs.alive(pid)
+
+
+def test_the_state_file_is_private(services: Settings) -> None:
+    state = services.state_dir / "stack.json"
+    if not state.exists():
+        pytest.skip("external services: no local state file")
+    assert state.stat().st_mode & 0o777 == 0o600
