@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -21,6 +19,7 @@ from kafka import KafkaProducer
 from pipeline.adapters.kafka_io import ensure_topic
 from pipeline.core import messages
 from tests.archive_builder import synthetic_trades, write_archive
+from tests.benchmarks.common import timed_pipeline
 
 
 def main() -> None:
@@ -48,10 +47,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         archive = write_archive(Path(tmp), "BTCUSDT", "2025-01-01", trades)
         env = dict(os.environ, PIPELINE_TOPIC=f"bench.replay.{uuid.uuid4().hex[:8]}")
-        started = time.perf_counter()
-        out = subprocess.run([sys.executable, "-m", "pipeline", "replay", "--source", str(archive)], env=env,
-                             capture_output=True, text=True, check=True).stdout
-        total_s = time.perf_counter() - started
+        total_s, out = timed_pipeline(["replay", "--source", str(archive)], env)
     print(f"pipeline replay (whole command, incl. validation pass and start-up): {total_s:.2f}s "
           f"= {len(trades) / total_s:,.0f} trades/s")
     print(out.strip())

@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
 from tests.archive_builder import synthetic_trades, write_archive
-from tests.benchmarks.common import fresh_database
+from tests.benchmarks.common import fresh_database, timed_pipeline
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "ADAUSDT")
 
@@ -35,12 +32,8 @@ def main() -> None:
         for i, symbol in enumerate(SYMBOLS):
             trades = synthetic_trades(symbol, 1_735_689_600_000, args.trades // len(SYMBOLS), seed=i, spacing_ms=200)
             sources += ["--source", str(write_archive(Path(tmp), symbol, "2025-01-01", trades))]
-        subprocess.run([sys.executable, "-m", "pipeline", "replay", *sources], env=env, check=True,
-                       capture_output=True)
-        started = time.perf_counter()
-        out = subprocess.run([sys.executable, "-m", "pipeline", "process", "--until-idle"], env=env, check=True,
-                             capture_output=True, text=True).stdout
-        total_s = time.perf_counter() - started
+        timed_pipeline(["replay", *sources], env)
+        total_s, out = timed_pipeline(["process", "--until-idle"], env)
     print(f"pipeline process --until-idle on {args.trades} pre-loaded trades: {total_s:.1f}s wall "
           f"(incl. JVM and Spark start) = {args.trades / total_s:,.0f} trades/s")
     print(out.strip())

@@ -1,8 +1,11 @@
-"""A throwaway database for a benchmark run (the pipeline user may create ``pipeline_*`` databases)."""
+"""Shared by the benchmarks: a throwaway database, and timing a ``pipeline`` command as a user runs it."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,3 +29,11 @@ def fresh_database() -> Iterator[str]:
         with pymysql.connect(host=url.host, port=url.port, user=url.user, password=url.password,
                              autocommit=True) as conn, conn.cursor() as cur:
             cur.execute(f"DROP DATABASE `{name}`")
+
+
+def timed_pipeline(args: list[str], env: dict[str, str]) -> tuple[float, str]:
+    """Wall seconds of ``python -m pipeline <args>`` (start-up included) and its stdout; fails if it fails."""
+    started = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "pipeline", *args], env=env, capture_output=True, text=True,
+                         check=True).stdout
+    return time.perf_counter() - started, out
