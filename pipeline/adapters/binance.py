@@ -104,6 +104,7 @@ class BinanceClient:
         self._clock = clock
         self._sleep = sleep
         self._blocked_until = 0.0
+        self._banned = False  # the block came from a 418, not a 429
         self._used_weight = 0
         self._weight_minute = 0
         self.requests_sent = 0
@@ -116,7 +117,7 @@ class BinanceClient:
         if self.blocked_for_s > 0:
             # Rate limited or banned: sending anything now would extend a ban, so do not.
             raise RateLimited(f"Binance asked for no requests for {self.blocked_for_s:.0f}s more",
-                              self.blocked_for_s, banned=False)
+                              self.blocked_for_s, banned=self._banned)
         now = self._clock()
         minute = int(now // 60)
         if minute != self._weight_minute:
@@ -145,7 +146,7 @@ class BinanceClient:
         if response.status_code in (418, 429):
             banned = response.status_code == 418
             wait = _retry_after_s(response, 120.0 if banned else 60.0)
-            self._blocked_until = self._clock() + wait
+            self._blocked_until, self._banned = self._clock() + wait, banned
             what = "banned this IP (418)" if banned else "rate limited us (429)"
             raise RateLimited(f"Binance {what}; no requests for {wait:.0f}s", wait, banned)
         if response.status_code >= 500:

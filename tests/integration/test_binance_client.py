@@ -66,6 +66,9 @@ def test_418_is_a_ban_with_its_retry_after(tmp_path: Path) -> None:
         binance.agg_trades("BTCUSDT", from_id=5)
     assert info.value.banned and info.value.retry_after_s == 7200
     assert binance.blocked_for_s == 7200
+    with pytest.raises(RateLimited) as again:  # refused locally, still reported as the ban it is
+        binance.agg_trades("BTCUSDT", from_id=5)
+    assert again.value.banned and binance.requests_sent == 1
 
 
 def test_500s_are_retried_then_succeed(tmp_path: Path) -> None:
