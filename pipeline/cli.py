@@ -71,14 +71,22 @@ def _parse_time_ms(raw: str) -> int:
     from datetime import UTC, datetime
 
     if raw.isdigit():
-        return int(raw)
+        return _checked_time_ms(int(raw), raw)
     try:
         parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError as exc:
         raise ConfigError(f"--start must be epoch ms or an ISO time like 2026-01-31T12:00:00Z, got {raw!r}") from exc
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return int(parsed.timestamp() * 1000)
+    return _checked_time_ms(int(parsed.timestamp() * 1000), raw)
+
+
+def _checked_time_ms(ms: int, raw: str) -> int:
+    import time
+
+    if not 1_483_228_800_000 <= ms <= time.time() * 1000 + 60_000:  # Binance began in 2017; not in the future
+        raise ConfigError(f"--start must be a past time after 2017 in epoch ms or ISO form, got {raw!r}")
+    return ms
 
 
 def _sink(settings: Settings) -> tuple[str, TradeSink]:
@@ -91,30 +99,62 @@ def _sink(settings: Settings) -> tuple[str, TradeSink]:
 
 
 def _produce(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline import producer
+    import time
+
+    from pipeline import poller, producer
     from pipeline.adapters import kafka_io
     from pipeline.adapters.binance import BinanceClient, make_session
     from pipeline.core.trades import Sequencer
+    from pipeline.errors import ExchangeError
 
-    start_ms = _parse_time_ms(args.start) if args.start else None
+    if args.poll_interval <= 0 or args.request_timeout <= 0 or not 0 < args.weight_budget <= 6000:
+        raise ConfigError("--poll-interval and --request-timeout must be above 0, --weight-budget in 1..6000")
+    start_ms = _parse_time_ms(args.start) if args.start else int(time.time() * 1000)
     stop = _stop_flag()
     bootstrap, sink = _sink(settings)
     counters = producer.Counters()
-    last = kafka_io.last_agg_ids(bootstrap, settings.topic, settings.symbols)
-    cursors = {symbol: agg_id + 1 for symbol, agg_id in last.items()}
-    for symbol in settings.symbols:
-        where = f"after agg id {last[symbol]} (already in Kafka)" if symbol in last else "at the start point"
-        print(f"{symbol}: resuming {where}", file=sys.stderr)
-    client = BinanceClient(session=make_session(), base_url=args.base_url, weight_budget=args.weight_budget)
-    items = producer.poll(client, settings.symbols, cursors, counters, start_time_ms=start_ms,
-                          poll_interval_s=args.poll_interval, stop=stop)
+    client = BinanceClient(session=make_session(), base_url=args.base_url, weight_budget=args.weight_budget,
+                           timeout_s=(5.0, args.request_timeout))
     try:
-        producer.publish(items, sink, Sequencer(last), counters,
-                         progress=producer.Progress(counters), stop=stop, batch_size=1000)
+        resume = kafka_io.resume_points(bootstrap, settings.topic, settings.symbols)
+        problems = poller.check_resume(client, resume, args.max_catch_up_ids)
+        if problems:  # the tail may hold a replay: read the whole partition for the true highest ids
+            print("produce: resume points look implausible; scanning the whole topic", file=sys.stderr)
+            resume = kafka_io.resume_points(bootstrap, settings.topic, settings.symbols, max_scan=None)
+            problems = poller.check_resume(client, resume, args.max_catch_up_ids)
+        if problems:
+            raise ConfigError("; ".join(problems.values()) + f" (topic {settings.topic}: produce into a fresh "
+                              "PIPELINE_TOPIC, or raise --max-catch-up-ids to walk the history)")
+    except ExchangeError as exc:
+        sink.close()
+        raise ConfigError(f"{exc} (check PIPELINE_SYMBOLS)") from exc
+    states = poller.start_states(settings.symbols, resume, start_ms)
+    for symbol, state in states.items():
+        point = resume.get(symbol)
+        where = (f"after agg id {point.last_agg_id} (already in Kafka)" if point else
+                 f"at {_iso(state.covered_from_ms)} (the start of the minute of the start point)")
+        print(f"{symbol}: resuming {where}", file=sys.stderr)
+    progress = producer.Progress(counters, detail=lambda: poller.lag_report(states.values(), int(time.time() * 1000)),
+                                 quiet_every_s=10.0)
+    items = poller.poll(client, states, counters, lag_ms=settings.watermark_seconds * 1000,
+                        poll_interval_s=args.poll_interval, stop=stop, on_answer=progress.tick)
+    try:
+        producer.publish(items, sink, Sequencer({s: p.last_agg_id for s, p in resume.items()}), counters,
+                         progress=progress, stop=stop, batch_size=1000)
+        # A clean stop leaves the newest coverage in Kafka, so the job can close what was fetched.
+        producer.publish(poller.final_heartbeats(states.values()), sink, Sequencer(), counters)
+    except ExchangeError as exc:
+        raise ConfigError(f"{exc} (check PIPELINE_SYMBOLS)") from exc
     finally:
         sink.close()
         print(f"produce: {counters.summary()}", file=sys.stderr)
     return 0
+
+
+def _iso(ms: int) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _replay(args: argparse.Namespace, settings: Settings) -> int:
@@ -125,14 +165,15 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
 
     pacer = producer.Pacer(producer.parse_speed(args.speed))
     counters = producer.Counters()
-    sources, lowest = replay.open_sources([Path(p) for p in args.source], counters)
+    sources, lowest = replay.open_sources([Path(p) for p in args.source], counters,
+                                          settings.watermark_seconds * 1000)
     stop = _stop_flag()
     bootstrap, sink = _sink(settings)
     published = replay.already_published(bootstrap, settings.topic, lowest)
     progress = producer.Progress(counters)
     try:
         producer.publish(producer.merge_by_time(sources), sink, Sequencer(published=published),
-                         counters, pacer=pacer, progress=progress, stop=stop, heartbeats="progress")
+                         counters, pacer=pacer, progress=progress, stop=stop)
     finally:
         sink.close()
     elapsed = progress.done()
@@ -141,22 +182,26 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _record(args: argparse.Namespace, settings: Settings) -> int:
+    import math
     import time
     from pathlib import Path
 
-    from pipeline import producer
+    from pipeline import poller, producer
     from pipeline.adapters import cassettes
     from pipeline.adapters.binance import BinanceClient, make_session
     from pipeline.core.messages import Heartbeat
 
+    if not math.isfinite(args.minutes) or args.minutes <= 0:
+        raise ConfigError(f"--minutes must be a positive number, got {args.minutes}")
     stop = _stop_flag()
     deadline = time.monotonic() + args.minutes * 60
     counters = producer.Counters()
     client = BinanceClient(session=make_session(), base_url=args.base_url)
+    states = poller.start_states(settings.symbols, {}, int(time.time() * 1000))
     seen = 0
     with cassettes.recording(Path(args.out)):
-        for item in producer.poll(client, settings.symbols, {}, counters,
-                                  stop=lambda: stop() or time.monotonic() > deadline):
+        for item in poller.poll(client, states, counters, lag_ms=settings.watermark_seconds * 1000,
+                                stop=lambda: stop() or time.monotonic() > deadline):
             seen += 0 if isinstance(item, Heartbeat) else 1
     print(f"record: {client.requests_sent} requests, {seen} trades recorded into {args.out}")
     return 0
@@ -258,9 +303,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p_produce = sub.add_parser("produce", help="poll Binance and publish trades to Kafka, forever")
     p_produce.add_argument("--mode", choices=["live"], required=True)
-    p_produce.add_argument("--start", help="where a first start begins (epoch ms or ISO time); default: now")
-    p_produce.add_argument("--poll-interval", type=float, default=1.0, help="seconds between rounds when caught up")
+    p_produce.add_argument("--start", help="where a symbol without trades in Kafka begins (epoch ms or ISO time, "
+                                           "rounded down to its minute); default: the current minute")
+    p_produce.add_argument("--poll-interval", type=float, default=1.0,
+                           help="seconds between requests for a symbol that is caught up")
     p_produce.add_argument("--weight-budget", type=int, default=3000, help="request weight per minute to stay under")
+    p_produce.add_argument("--request-timeout", type=float, default=15.0, help="seconds to wait for an answer")
+    p_produce.add_argument("--max-catch-up-ids", type=int, default=20_000_000,
+                           help="refuse to resume further than this many agg ids behind Binance's newest")
     p_produce.add_argument("--base-url", default="https://api.binance.com", help=argparse.SUPPRESS)
     p_produce.set_defaults(func=_produce)
 

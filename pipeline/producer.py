@@ -1,11 +1,10 @@
-"""Getting trades into Kafka: the Binance poller, the replay sources, and the publisher they share.
+"""Getting trades into Kafka: the publisher that live mode and replays share.
 
-    live:     poll(Binance)                                   -> publish -> Kafka
+    live:     poller.poll(Binance)                            -> publish -> Kafka
     replay:   merge(cassette polls, archive rows) by time     -> publish -> Kafka
 
 Nothing is lost silently: Binance's invalid records, malformed records, gaps in agg ids and trades skipped
-because Kafka already has them are all counted (``Counters``) and the reasons logged. A restarted producer
-resumes after the highest agg id per symbol already in Kafka, so it neither skips nor repeats a trade.
+because Kafka already has them are all counted (``Counters``) and the reasons logged.
 """
 
 from __future__ import annotations
@@ -15,19 +14,17 @@ import heapq
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal
 from typing import Protocol
 
-from pipeline.adapters.binance import MAX_LIMIT, BinanceClient, ExchangeUnavailable, RateLimited
 from pipeline.core.messages import Heartbeat
-from pipeline.core.trades import MalformedTrade, Sequencer, Trade, invalid_reason, parse_rest
+from pipeline.core.trades import Sequencer, Trade, invalid_reason
 from pipeline.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 Item = Trade | Heartbeat
-HEARTBEAT_LAG_MS = 5_000  # margin for the Date header's 1 s resolution and trades that reach REST late
 
 
 @dataclasses.dataclass
@@ -65,74 +62,6 @@ def admit(trades: Iterable[Trade], sequencer: Sequencer, counters: Counters) -> 
             log.info("%s agg id %d excluded: %s", trade.symbol, trade.agg_id, reason)
             continue
         yield trade
-
-
-def _parse_page(symbol: str, records: Sequence[object], counters: Counters) -> list[Trade]:
-    trades = []
-    for record in records:
-        try:
-            trades.append(parse_rest(symbol, record))  # type: ignore[arg-type]
-        except MalformedTrade as exc:
-            counters.rejected += 1
-            log.error("%s: rejected a record Binance sent: %s", symbol, exc)
-    return trades
-
-
-def poll(client: BinanceClient, symbols: Iterable[str], cursors: dict[str, int], counters: Counters, *,
-         start_time_ms: int | None = None, poll_interval_s: float = 1.0,
-         sleep: Callable[[float], None] = time.sleep, stop: Callable[[], bool] = lambda: False) -> Iterator[Item]:
-    """Page ``/api/v3/aggTrades`` by ``fromId`` for each symbol, forever (until ``stop()``).
-
-    ``cursors`` maps symbol -> next agg id to ask for; a symbol without one starts at ``start_time_ms``, or at
-    the newest trade when that is ``None``. After a round in which every symbol is caught up, a heartbeat says
-    that all trades before (the oldest of the answers' server times - HEARTBEAT_LAG_MS) are out.
-    """
-    symbols = list(symbols)
-    last_heartbeat = 0
-    failures = 0  # consecutive: the backoff resets once Binance answers again
-    while not stop():
-        caught_up_at: list[int | None] = []
-        for symbol in symbols:
-            try:
-                if symbol in cursors:
-                    page = client.agg_trades(symbol, from_id=cursors[symbol])
-                elif start_time_ms is not None:
-                    page = client.agg_trades(symbol, start_time_ms=start_time_ms)
-                else:
-                    page = client.agg_trades(symbol, limit=1)
-                    if page.records:
-                        newest = _parse_page(symbol, page.records, counters)
-                        if newest:
-                            cursors[symbol] = newest[-1].agg_id + 1
-                    caught_up_at.append(page.server_time_ms)
-                    continue
-            except RateLimited as exc:
-                log.warning("%s; waiting", exc)
-                counters.exchange_errors += 1
-                sleep(exc.retry_after_s)
-                caught_up_at.append(None)
-                break
-            except ExchangeUnavailable as exc:
-                log.warning("%s; trying again shortly", exc)
-                counters.exchange_errors += 1
-                failures += 1
-                sleep(min(30.0, 2.0 ** min(failures, 5)))
-                caught_up_at.append(None)
-                break
-            failures = 0
-            trades = _parse_page(symbol, page.records, counters)
-            ids = [r["a"] for r in page.records if isinstance(r, dict) and type(r.get("a")) is int]
-            if ids:  # past malformed records too (counted as rejected), or they would be asked for forever
-                cursors[symbol] = max(ids) + 1
-            yield from trades
-            full = len(page.records) >= MAX_LIMIT
-            caught_up_at.append(None if full else page.server_time_ms)
-        if len(caught_up_at) == len(symbols) and all(t is not None for t in caught_up_at):
-            complete_before = min(t for t in caught_up_at if t is not None) - HEARTBEAT_LAG_MS
-            if complete_before > last_heartbeat:
-                last_heartbeat = complete_before
-                yield Heartbeat(complete_before)
-            sleep(poll_interval_s)
 
 
 def time_order(item: Item) -> tuple[int, int]:
@@ -188,10 +117,11 @@ def parse_speed(raw: str) -> float | None:
 class Progress:
     """A one-line progress display with the publish rate, on stderr."""
 
-    def __init__(self, counters: Counters, every_s: float = 0.5) -> None:
-        self._counters = counters
+    def __init__(self, counters: Counters, every_s: float = 0.5, detail: Callable[[], str] | None = None,
+                 quiet_every_s: float = 5.0) -> None:
+        self._counters, self._detail = counters, detail
         self._tty = sys.stderr.isatty()
-        self._every_s = every_s if self._tty else 5.0
+        self._every_s = every_s if self._tty else quiet_every_s
         self._start = self._last = time.monotonic()
 
     def tick(self, force: bool = False) -> None:
@@ -201,7 +131,9 @@ class Progress:
         self._last = now
         rate = self._counters.published / max(now - self._start, 1e-9)
         line = (f"published {self._counters.published:,} trades ({rate:,.0f}/s), invalid {self._counters.invalid},"
-                f" gaps {self._counters.gaps}")
+                f" gaps {self._counters.gaps}, exchange errors {self._counters.exchange_errors}")
+        if self._detail is not None:
+            line += f"; {self._detail()}"
         print(f"\r{line}" if self._tty else line, end="" if self._tty else "\n", file=sys.stderr, flush=True)
 
     def done(self) -> float:
@@ -221,17 +153,11 @@ class Sink(Protocol):
 
 def publish(items: Iterable[Item], sink: Sink, sequencer: Sequencer, counters: Counters, *,
             pacer: Pacer | None = None, progress: Progress | None = None, stop: Callable[[], bool] = lambda: False,
-            batch_size: int = 5000, heartbeats: str = "all") -> None:
-    """Send admitted trades and heartbeats; count a trade as published only once Kafka acknowledged it.
-
-    ``heartbeats="all"`` (live: quiet markets need them) sends every heartbeat; ``"progress"`` (replay) sends one
-    only when trades were published since the previous one, and always the stream's last, so replaying a source
-    that Kafka already holds does not flood the topic with heartbeats the job would drop as late.
-    """
+            batch_size: int = 5000) -> None:
+    """Send admitted trades and heartbeats; count a trade as published only once Kafka acknowledged it, and send
+    a heartbeat only once every trade before it was acknowledged (it promises they are in Kafka)."""
     pending = 0
     last_confirm = time.monotonic()
-    published_since_heartbeat = False
-    held: Heartbeat | None = None
 
     def confirm() -> None:
         nonlocal pending, last_confirm
@@ -242,33 +168,21 @@ def publish(items: Iterable[Item], sink: Sink, sequencer: Sequencer, counters: C
         if progress:
             progress.tick()
 
-    def send(heartbeat: Heartbeat) -> None:
-        nonlocal published_since_heartbeat, held
-        confirm()  # every trade before the heartbeat is acknowledged before the heartbeat is sent
-        sink.send_heartbeat(heartbeat)
-        sink.flush()
-        counters.heartbeats += 1
-        published_since_heartbeat, held = False, None
-
     for item in _admit_items(items, sequencer, counters):
         if isinstance(item, Heartbeat):
-            if heartbeats == "all" or published_since_heartbeat:
-                send(item)
-            else:
-                held = item
+            confirm()
+            sink.send_heartbeat(item)
+            sink.flush()
+            counters.heartbeats += 1
         else:
             if pacer:
                 pacer.wait(item.event_time_ms)
             sink.send_trade(item)
             pending += 1
-            published_since_heartbeat = True
             if pending >= batch_size or (pacer is not None and pacer.paced and time.monotonic() - last_confirm > 0.2):
                 confirm()
         if stop():
             break
-    else:
-        if held is not None:
-            send(held)  # the stream's last word on completeness, even if it published nothing new
     confirm()
     if progress:
         progress.tick(force=True)

@@ -1,8 +1,9 @@
 """Replay sources: recorded Binance answers (cassettes) and Binance public-data archives, as time-ordered items.
 
-A cassette is played through the same ``BinanceClient`` and ``poll`` loop as live mode, with no network: the
-requests it makes are answered from the recording, and the recording's end ends the source. An archive source
-ends with a heartbeat at the end of the day (or month) it covers, so every window it fills can close.
+A cassette is played through the same ``BinanceClient`` and ``poller.poll`` loop as live mode, with no network,
+on a virtual clock (a recorded Retry-After is slept in no time): the requests it makes are answered from the
+recording, and the recording's end ends the source. An archive source ends with a coverage heartbeat for the day
+(or month) it holds, so every window it fills can close.
 """
 
 from __future__ import annotations
@@ -20,13 +21,15 @@ from pipeline.adapters.binance import BinanceClient, make_session
 from pipeline.core.messages import Heartbeat
 from pipeline.core.trades import Trade
 from pipeline.errors import InputError
-from pipeline.producer import Counters, Item, poll, time_order
+from pipeline.poller import VirtualClock, poll, start_states
+from pipeline.producer import Counters, Item, time_order
 
 log = logging.getLogger(__name__)
 
 
-def cassette_symbols(path: Path) -> list[str]:
-    """The symbols a cassette asked Binance about, in the order it first asked."""
+def cassette_starts(path: Path) -> dict[str, int]:
+    """The symbols a cassette asked Binance about, in the order it first asked, with the start time of each
+    symbol's first request (the poller starts there again, so its requests match the recording)."""
     try:
         data = yaml.safe_load(path.read_text())
         uris = [i["request"]["uri"] for i in data["interactions"]]
@@ -34,29 +37,35 @@ def cassette_symbols(path: Path) -> list[str]:
         raise InputError(f"{path}: no such cassette") from exc
     except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
         raise InputError(f"{path}: not a readable vcrpy cassette ({type(exc).__name__})") from exc
-    symbols: list[str] = []
+    starts: dict[str, int] = {}
     for uri in uris:
-        for symbol in parse_qs(urlsplit(uri).query).get("symbol", []):
-            if symbol not in symbols:
-                symbols.append(symbol)
-    if not symbols:
+        query = parse_qs(urlsplit(uri).query)
+        for symbol in query.get("symbol", []):
+            if symbol not in starts:
+                if "startTime" not in query:
+                    raise InputError(f"{path}: the first request for {symbol} has no startTime: recorded by an "
+                                     "older poller; record it again")
+                starts[symbol] = int(query["startTime"][0])
+    if not starts:
         raise InputError(f"{path}: the cassette holds no aggTrades requests")
-    return symbols
+    return starts
 
 
-def cassette_items(path: Path, counters: Counters) -> list[Item]:
+def cassette_items(path: Path, counters: Counters, lag_ms: int) -> list[Item]:
     """Everything a cassette yields, played through the live poller, in time order.
 
     Played fully before publishing starts: vcrpy patches HTTP process-wide, so two cassettes cannot be open at
     once, and a cassette is held in memory by vcrpy anyway.
     """
-    symbols = cassette_symbols(path)
+    starts = cassette_starts(path)
     items: list[Item] = []
+    clock = VirtualClock()
     # No retries on playback: a recorded 5xx is played once, as it happened.
-    client = BinanceClient(session=make_session(retries=0), sleep=lambda _s: None)
+    client = BinanceClient(session=make_session(retries=0), clock=clock, sleep=clock.sleep)
+    states = {s: start_states([s], {}, t)[s] for s, t in starts.items()}
     with cassettes.playback(path):
         try:
-            for item in poll(client, symbols, {}, counters, sleep=lambda _s: None):
+            for item in poll(client, states, counters, lag_ms=lag_ms, clock=clock, sleep=clock.sleep):
                 items.append(item)
         except cassettes.CannotOverwriteExistingCassetteException:
             pass  # the recording ends here
@@ -67,7 +76,7 @@ def cassette_items(path: Path, counters: Counters) -> list[Item]:
 
 def archive_items(archive: Archive) -> Iterator[Item]:
     yield from archive.trades()
-    yield Heartbeat(archive.complete_before_ms)
+    yield Heartbeat(archive.symbol, archive.covered_from_ms, archive.complete_before_ms)
 
 
 CASSETTE_SUFFIXES = (".yaml", ".yml", ".json")
@@ -88,7 +97,8 @@ def expand(paths: list[Path]) -> list[Path]:
     return out
 
 
-def open_sources(paths: list[Path], counters: Counters) -> tuple[list[list[Item] | Iterator[Item]], dict[str, int]]:
+def open_sources(paths: list[Path], counters: Counters,
+                 lag_ms: int) -> tuple[list[list[Item] | Iterator[Item]], dict[str, int]]:
     """Validate every source before anything is published; returns the item sources and, per symbol, the lowest
     agg id they hold (to tell a forward replay from one that overlaps what Kafka has)."""
     sources: list[list[Item] | Iterator[Item]] = []
@@ -99,7 +109,7 @@ def open_sources(paths: list[Path], counters: Counters) -> tuple[list[list[Item]
 
     for path in expand(paths):
         if path.suffix in CASSETTE_SUFFIXES:
-            items = cassette_items(path, counters)
+            items = cassette_items(path, counters, lag_ms)
             for item in items:
                 if isinstance(item, Trade):
                     note(item)

@@ -25,7 +25,8 @@ _NAME = re.compile(r"^(?P<symbol>[A-Z0-9]{2,20})-aggTrades-(?P<year>\d{4})-(?P<m
 class Archive:
     path: Path
     symbol: str
-    complete_before_ms: int  # the end of the day (or month) the file covers
+    covered_from_ms: int  # the start of the day (or month) the file covers
+    complete_before_ms: int  # its end
 
     @classmethod
     def open(cls, path: Path) -> Archive:
@@ -39,15 +40,13 @@ class Archive:
                              "<SYMBOL>-aggTrades-<YYYY-MM-DD>.csv (or .zip)")
         year, month = int(match["year"]), int(match["month"])
         try:
-            if match["day"]:
-                start = datetime(year, month, int(match["day"]), tzinfo=UTC)
-                end_ms = int(start.timestamp() * 1000) + 86_400_000
-            else:
-                days = calendar.monthrange(year, month)[1]
-                end_ms = int(datetime(year, month, 1, tzinfo=UTC).timestamp() * 1000) + days * 86_400_000
+            first = datetime(year, month, int(match["day"] or 1), tzinfo=UTC)
+            days = 1 if match["day"] else calendar.monthrange(year, month)[1]
+            start_ms = int(first.timestamp() * 1000)
         except ValueError as exc:
             raise InputError(f"{path.name}: the date in the name is not a real date") from exc
-        return cls(path=path, symbol=match["symbol"], complete_before_ms=end_ms)
+        return cls(path=path, symbol=match["symbol"], covered_from_ms=start_ms,
+                   complete_before_ms=start_ms + days * 86_400_000)
 
     def _lines(self) -> Iterator[str]:
         try:

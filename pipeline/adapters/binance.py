@@ -34,6 +34,11 @@ class ExchangeUnavailable(ExchangeError):
     """Binance could not be reached or kept failing (5xx, timeouts) after the retries: worth trying later."""
 
 
+class BadAnswer(ExchangeUnavailable):
+    """Binance (or a proxy in front of it) answered, but not with what the endpoint returns: an HTML page, a
+    truncated body, JSON of another shape. Transient in practice (maintenance pages, cut connections): retried."""
+
+
 class RateLimited(ExchangeError):
     """Binance said 429 or 418; ``retry_after_s`` says how long no request may be sent."""
 
@@ -149,7 +154,7 @@ class BinanceClient:
             self._blocked_until, self._banned = self._clock() + wait, banned
             what = "banned this IP (418)" if banned else "rate limited us (429)"
             raise RateLimited(f"Binance {what}; no requests for {wait:.0f}s", wait, banned)
-        if response.status_code >= 500:
+        if response.status_code >= 500 or response.status_code == 403:  # 403: Binance's WAF, transient
             raise ExchangeUnavailable(f"Binance kept failing GET {path}: {_error_text(response)}")
         if response.status_code >= 400:
             raise ExchangeError(f"Binance rejected GET {path} {params}: {_error_text(response)}")
@@ -167,11 +172,11 @@ class BinanceClient:
         try:
             body = response.json()
         except ValueError as exc:
-            raise ExchangeError(
+            raise BadAnswer(
                 f"Binance answered GET aggTrades {symbol} with a body that is not JSON: {response.text[:120]!r}"
             ) from exc
         if not isinstance(body, list):
-            raise ExchangeError(f"Binance answered GET aggTrades {symbol} with {str(body)[:200]!r}, not a list")
+            raise BadAnswer(f"Binance answered GET aggTrades {symbol} with {str(body)[:200]!r}, not a list")
         return Page(records=body, server_time_ms=_server_time_ms(response), used_weight=self._used_weight)
 
 

@@ -72,11 +72,10 @@ class TradeSink:
         self._pending.append(self._producer.send(self.topic, key=key, value=value))
 
     def send_heartbeat(self, heartbeat: messages.Heartbeat) -> None:
-        """Heartbeats go to every partition, so each partition's reader sees progress."""
+        """Keyed by its symbol: it follows that symbol's trades in their partition, so a reader that sees it has
+        seen every trade it speaks of."""
         key, value = messages.encode_heartbeat(heartbeat)
-        partitions = self._producer.partitions_for(self.topic) or {0}
-        for partition in sorted(partitions):
-            self._pending.append(self._producer.send(self.topic, key=key, value=value, partition=partition))
+        self._pending.append(self._producer.send(self.topic, key=key, value=value))
 
     def flush(self, timeout_s: float = 120.0) -> int:
         """Wait until every send so far is acknowledged; returns how many were. Raises if any failed."""
@@ -97,8 +96,10 @@ class TradeSink:
             log.warning("closing the Kafka producer failed", exc_info=True)
 
 
-def _trades_between(consumer: KafkaConsumer, tp: TopicPartition, lower: int, upper: int) -> Iterator[Trade]:
-    """The decodable trades at offsets [lower, upper) of one assigned partition (others are the job's business)."""
+def _messages_between(consumer: KafkaConsumer, tp: TopicPartition, lower: int, upper: int,
+                      keys: set[bytes] | None = None) -> Iterator[Trade | messages.Heartbeat]:
+    """The decodable messages at offsets [lower, upper) of one assigned partition (only those keyed by ``keys``,
+    if given: the rest is not decoded). Undecodable ones are the job's business (quarantine), skipped here."""
     consumer.seek(tp, lower)
     while consumer.position(tp) < upper:
         batch = consumer.poll(timeout_ms=5000, max_records=5000).get(tp, [])
@@ -107,12 +108,18 @@ def _trades_between(consumer: KafkaConsumer, tp: TopicPartition, lower: int, upp
         for record in batch:
             if record.offset >= upper:
                 return
+            if keys is not None and record.key not in keys:
+                continue
             try:
-                message = messages.decode(record.value)
+                yield messages.decode(record.value)
             except messages.MalformedMessage:
                 continue
-            if isinstance(message, Trade):
-                yield message
+
+
+def _trades_between(consumer: KafkaConsumer, tp: TopicPartition, lower: int, upper: int) -> Iterator[Trade]:
+    for message in _messages_between(consumer, tp, lower, upper):
+        if isinstance(message, Trade):
+            yield message
 
 
 def _scan(bootstrap: str, topic: str, visit: Callable[[KafkaConsumer, TopicPartition, int, int], None]) -> None:
@@ -135,24 +142,47 @@ def _scan(bootstrap: str, topic: str, visit: Callable[[KafkaConsumer, TopicParti
         consumer.close()
 
 
-def last_agg_ids(bootstrap: str, topic: str, symbols: Iterable[str], max_scan: int = 1_000_000) -> dict[str, int]:
-    """The highest agg id already in ``topic`` per symbol: where a restarted producer resumes.
+def resume_points(bootstrap: str, topic: str, symbols: Iterable[str],
+                  max_scan: int | None = 1_000_000) -> dict[str, messages.ResumePoint]:
+    """Per symbol: the highest agg id in ``topic`` (with its trade's time) and the newest coverage a heartbeat
+    declared. Where a restarted producer resumes.
 
-    Scans each partition backwards from its end in growing steps until every wanted symbol is found (or the
-    partition's start, or ``max_scan`` messages per partition).
+    Every partition is read backwards from its end in growing steps (messages of other keys are not decoded)
+    until each wanted symbol's trades and a heartbeat of it were seen, and the highest id among everything read
+    wins; ``max_scan`` bounds the messages read per partition (``None``: the whole partition). A caller that
+    finds the answer implausible (far behind the exchange) asks again with ``max_scan=None``.
     """
-    wanted, found = set(symbols), dict[str, int]()
+    wanted = set(symbols)
+    keys = {s.encode() for s in wanted}
+    last: dict[str, Trade] = {}
+    covered: dict[str, int] = {}
 
     def visit(consumer: KafkaConsumer, tp: TopicPartition, begin: int, end: int) -> None:
         step, upper = 1000, end
-        while upper > begin and end - upper < max_scan and not wanted <= set(found):
+        seen_here: set[str] = set()
+        while upper > begin and (max_scan is None or end - upper < max_scan):
             lower = max(begin, upper - step)
-            for trade in _trades_between(consumer, tp, lower, upper):
-                found[trade.symbol] = max(found.get(trade.symbol, -1), trade.agg_id)
+            for message in _messages_between(consumer, tp, lower, upper, keys):
+                if isinstance(message, Trade):
+                    if message.symbol in wanted and (message.symbol not in last
+                                                     or message.agg_id > last[message.symbol].agg_id):
+                        last[message.symbol] = message
+                    seen_here.add(message.symbol)
+                elif message.symbol in wanted:
+                    covered[message.symbol] = max(covered.get(message.symbol, 0), message.complete_before_ms)
             upper, step = lower, step * 4
+            if max_scan is not None and seen_here and all(s in covered for s in seen_here):
+                return  # this partition's symbols are found, with their coverage
+            if max_scan is not None and not seen_here and end - upper >= 1000:
+                return  # a partition without these symbols in its tail: none of ours
 
     _scan(bootstrap, topic, visit)
-    return {s: i for s, i in found.items() if s in wanted}
+    return {s: messages.ResumePoint(t.agg_id, t.event_time_ms, covered.get(s)) for s, t in last.items()}
+
+
+def last_agg_ids(bootstrap: str, topic: str, symbols: Iterable[str]) -> dict[str, int]:
+    """The highest agg id per symbol (``resume_points`` without the coverage)."""
+    return {s: p.last_agg_id for s, p in resume_points(bootstrap, topic, symbols).items()}
 
 
 def published_ranges(bootstrap: str, topic: str, symbols: Iterable[str]) -> dict[str, list[tuple[int, int]]]:

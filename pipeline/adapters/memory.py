@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+from pipeline.adapters.binance import MAX_LIMIT, Page
 from pipeline.core.messages import Heartbeat
 from pipeline.core.trades import Trade
 
@@ -32,3 +36,32 @@ class InMemorySink:
     @property
     def trades(self) -> list[Trade]:
         return [t for t in self.acknowledged if isinstance(t, Trade)]
+
+
+class InMemoryExchange:
+    """A ``TradeSource`` over in-memory aggTrade records with Binance's paging rules, on a given clock.
+
+    ``faults`` are raised, in order, by the next calls (a 429 as ``RateLimited``, an HTML page as ``BadAnswer``...);
+    ``calls`` records (clock seconds, symbol, arguments) of every call.
+    """
+
+    def __init__(self, records: dict[str, list[dict[str, Any]]], clock: Callable[[], float],
+                 faults: list[Exception] | None = None) -> None:
+        self.records, self.clock, self.faults = records, clock, list(faults or [])
+        self.calls: list[tuple[float, str, dict[str, Any]]] = []
+
+    def agg_trades(self, symbol: str, *, from_id: int | None = None, start_time_ms: int | None = None,
+                   limit: int = MAX_LIMIT) -> Page:
+        self.calls.append((self.clock(), symbol, {"from_id": from_id, "start_time_ms": start_time_ms,
+                                                  "limit": limit}))
+        if self.faults:
+            raise self.faults.pop(0)
+        now_ms = int(self.clock() * 1000)
+        visible = [r for r in self.records[symbol] if r["T"] <= now_ms]
+        if from_id is not None:
+            page = [r for r in visible if r["a"] >= from_id][:limit]
+        elif start_time_ms is not None:
+            page = [r for r in visible if r["T"] >= start_time_ms][:limit]
+        else:
+            page = visible[-limit:]
+        return Page(records=page, server_time_ms=now_ms, used_weight=None)

@@ -1,8 +1,9 @@
-"""MySQL adapter: the schema (created and evolved here), window upserts with a ledger, quarantine, reads.
+"""MySQL adapter: the schema (created and evolved here), the window state, coverage, quarantine, the ledger, reads.
 
 Each micro-batch is applied in one transaction together with a row in ``pipeline_batches`` keyed by
 (run id, query, batch id): a batch that Spark re-executes after a crash finds its ledger row and changes nothing.
-A row with ``is_final = 1`` is never rewritten: the upsert skips final rows (and counts what it refused).
+The functions taking a cursor are the steps of that transaction (``pipeline.spark.writer`` runs them); the numbers
+a final row holds are never rewritten (the upsert keeps them; only ``late_trade_count`` may grow).
 Works on MySQL 8 and MariaDB (``VALUES(c)`` in ``ON DUPLICATE KEY UPDATE``: the form both accept, and the one
 PyMySQL's ``executemany`` turns into a single multi-row statement).
 """
@@ -18,7 +19,10 @@ from typing import Any
 
 import pymysql
 
-from pipeline.core.windows import WindowRow, is_final
+from pipeline.core import coverage
+from pipeline.core.coverage import Range
+from pipeline.core.merging import Stored
+from pipeline.core.windows import Accumulator, WindowRow
 from pipeline.errors import ServiceError
 from pipeline.settings import MysqlUrl
 
@@ -71,19 +75,40 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (run_id, query_name, batch_id)
         )""",
     ),
+    (
+        # ADR-6: the window state lives here, not in Spark. Rows written by schema 1 have NULL state and are
+        # treated as closed (they cannot be merged exactly).
+        """ALTER TABLE moving_averages
+            ADD COLUMN price_sum DECIMAL(38,8) NULL COMMENT 'exact sum of aggTrade prices (merge state)',
+            ADD COLUMN agg_id_ranges MEDIUMTEXT NULL COMMENT 'agg ids counted, as first-last ranges (dedup state)',
+            ADD COLUMN late_trade_count BIGINT NOT NULL DEFAULT 0
+                COMMENT 'aggTrades that arrived after the window was final: not in its numbers, kept in quarantine'""",
+        """CREATE TABLE IF NOT EXISTS pipeline_coverage (
+            symbol VARCHAR(20) NOT NULL,
+            first_ms BIGINT NOT NULL COMMENT 'every trade with first_ms <= T <= last_ms is published',
+            last_ms BIGINT NOT NULL,
+            PRIMARY KEY (symbol, first_ms)
+        )""",
+        """ALTER TABLE pipeline_batches
+            ADD COLUMN trades_merged BIGINT NOT NULL DEFAULT 0,
+            ADD COLUMN duplicates BIGINT NOT NULL DEFAULT 0,
+            ADD COLUMN late_trades BIGINT NOT NULL DEFAULT 0,
+            ADD COLUMN quarantined BIGINT NOT NULL DEFAULT 0""",
+    ),
 )
 
 WINDOW_COLUMNS = ("symbol", "start_time", "end_time", "average_price", "open_price", "high_price", "low_price",
                   "close_price", "volume", "quote_volume", "vwap", "trade_count", "agg_trade_count", "is_final",
-                  "updated_at")
-_VALUE_COLUMNS = WINDOW_COLUMNS[2:-2]
+                  "late_trade_count", "updated_at")
+_STATE_COLUMNS = ("price_sum", "agg_id_ranges")
+_WRITTEN = (*WINDOW_COLUMNS[:-3], *_STATE_COLUMNS, "updated_at")
 UPSERT = (
-    f"INSERT INTO moving_averages ({', '.join(WINDOW_COLUMNS)}) VALUES ({', '.join(['%s'] * len(WINDOW_COLUMNS))})"
+    f"INSERT INTO moving_averages ({', '.join(_WRITTEN)}) VALUES ({', '.join(['%s'] * len(_WRITTEN))})"
     " ON DUPLICATE KEY UPDATE "
-    # MySQL assigns left to right and later assignments see earlier ones: is_final must come last.
-    + ", ".join(f"{c} = IF(is_final = 1, {c}, VALUES({c}))" for c in (*_VALUE_COLUMNS, "updated_at"))
-    + ", is_final = IF(is_final = 1, 1, VALUES(is_final))"
+    # A final row keeps its numbers whatever a (mistaken) caller sends.
+    + ", ".join(f"{c} = IF(is_final = 1, {c}, VALUES({c}))" for c in (*_WRITTEN[2:],))
 )
+_KEY_CHUNK = 500  # keys per IN (...) lookup: statements stay far below any server's packet limit
 
 
 def utc(ms: int) -> datetime:
@@ -135,62 +160,116 @@ def migrate(url: MysqlUrl) -> int:
             cur.execute("SELECT RELEASE_LOCK('pipeline_schema')")
 
 
+def ledger_has(cur: Any, run_id: str, query: str, batch_id: int) -> bool:
+    """Whether the batch was applied before (locks its ledger slot for this transaction)."""
+    cur.execute("SELECT 1 FROM pipeline_batches WHERE run_id = %s AND query_name = %s AND batch_id = %s FOR UPDATE",
+                (run_id, query, batch_id))
+    return cur.fetchone() is not None
+
+
 @dataclasses.dataclass(frozen=True)
-class BatchResult:
-    applied: bool  # False: the ledger already had this batch (a re-execution), nothing changed
+class BatchCounts:
+    trades_merged: int = 0
+    duplicates: int = 0
+    late_trades: int = 0
+    quarantined: int = 0
     rows_written: int = 0
-    rows_finalized: int = 0  # rows that became final in this batch: written final, or closed by the watermark
-    final_rows_refused: int = 0
+    rows_finalized: int = 0
 
 
-def _window_params(row: WindowRow, final: bool, now: datetime) -> tuple[Any, ...]:
-    return (row.symbol, utc(row.start_ms), utc(row.end_ms), row.average_price, row.open_price, row.high_price,
-            row.low_price, row.close_price, row.volume, row.quote_volume, row.vwap, row.trade_count,
-            row.agg_trade_count, int(final), now)
+def record_batch(cur: Any, run_id: str, query: str, batch_id: int, counts: BatchCounts) -> None:
+    cur.execute("INSERT INTO pipeline_batches (run_id, query_name, batch_id, rows_written, rows_finalized, "
+                "final_rows_refused, trades_merged, duplicates, late_trades, quarantined, applied_at) "
+                "VALUES (%s, %s, %s, %s, %s, 0, %s, %s, %s, %s, %s)",
+                (run_id, query, batch_id, counts.rows_written, counts.rows_finalized, counts.trades_merged,
+                 counts.duplicates, counts.late_trades, counts.quarantined, _now()))
 
 
-def apply_windows(url: MysqlUrl, run_id: str, batch_id: int, rows: Sequence[WindowRow], max_event_ms: int | None,
-                  watermark_ms: int | None) -> BatchResult:
-    """Upsert a batch's windows and finalize every window ending at or before ``watermark_ms``, atomically."""
-    now = datetime.now(UTC).replace(tzinfo=None)
+def run_totals(url: MysqlUrl, run_id: str) -> BatchCounts:
+    """The ledger's sums for one checkpoint (a whole run, across restarts)."""
     with transaction(url) as cur:
-        cur.execute("SELECT 1 FROM pipeline_batches WHERE run_id = %s AND query_name = 'windows' AND batch_id = %s"
-                    " FOR UPDATE", (run_id, batch_id))
-        if cur.fetchone():
-            return BatchResult(applied=False)
-        refused = written_final = 0
-        if rows:
-            keys = [(r.symbol, utc(r.start_ms)) for r in rows]
-            placeholders = ", ".join(["(%s, %s)"] * len(keys))
-            cur.execute(f"SELECT symbol, start_time FROM moving_averages WHERE is_final = 1 AND (symbol, start_time)"
-                        f" IN ({placeholders}) FOR UPDATE", [v for k in keys for v in k])
-            final_keys = {(s, t) for s, t in cur.fetchall()}
-            fresh = [r for r, k in zip(rows, keys, strict=True) if k not in final_keys]
-            refused = len(rows) - len(fresh)
-            if refused:
-                log.warning("batch %d: %d updates to final windows refused (late data, or rows an earlier "
-                            "checkpoint finalized)", batch_id, refused)
-            final_now = [is_final(r.end_ms, watermark_ms) for r in fresh]
-            cur.executemany(UPSERT, [_window_params(r, final, now) for r, final in zip(fresh, final_now, strict=True)])
-            written_final = sum(final_now)
-        finalized = 0
-        if watermark_ms is not None:
-            finalized = cur.execute("UPDATE moving_averages SET is_final = 1, updated_at = %s "
-                                    "WHERE is_final = 0 AND end_time <= %s", (now, utc(watermark_ms)))
-        cur.execute("INSERT INTO pipeline_batches (run_id, query_name, batch_id, max_event_ms, watermark_ms, "
-                    "rows_written, rows_finalized, final_rows_refused, applied_at) "
-                    "VALUES (%s, 'windows', %s, %s, %s, %s, %s, %s, %s)",
-                    (run_id, batch_id, max_event_ms, watermark_ms, len(rows) - refused, written_final + finalized,
-                     refused, now))
-        return BatchResult(True, len(rows) - refused, written_final + finalized, refused)
+        cur.execute("SELECT COALESCE(SUM(trades_merged), 0), COALESCE(SUM(duplicates), 0), "
+                    "COALESCE(SUM(late_trades), 0), COALESCE(SUM(quarantined), 0), COALESCE(SUM(rows_written), 0), "
+                    "COALESCE(SUM(rows_finalized), 0) FROM pipeline_batches WHERE run_id = %s", (run_id,))
+        return BatchCounts(*(int(v) for v in cur.fetchone()))
 
 
-def max_event_ms(url: MysqlUrl, run_id: str) -> int | None:
-    with transaction(url) as cur:
-        cur.execute("SELECT MAX(max_event_ms) FROM pipeline_batches WHERE run_id = %s AND query_name = 'windows'",
-                    (run_id,))
-        row = cur.fetchone()
-        return int(row[0]) if row and row[0] is not None else None
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def load_windows(cur: Any, keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], Stored]:
+    """The stored state of these (symbol, start ms) windows, locked for the transaction."""
+    wanted = sorted(set(keys))
+    out: dict[tuple[str, int], Stored] = {}
+    for i in range(0, len(wanted), _KEY_CHUNK):
+        chunk = wanted[i:i + _KEY_CHUNK]
+        cur.execute("SELECT symbol, start_time, agg_trade_count, trade_count, price_sum, volume, quote_volume, "
+                    "open_price, close_price, high_price, low_price, agg_id_ranges, is_final, late_trade_count "
+                    f"FROM moving_averages WHERE (symbol, start_time) IN ({', '.join(['(%s, %s)'] * len(chunk))}) "
+                    "FOR UPDATE", [v for symbol, start in chunk for v in (symbol, utc(start))])
+        for row in cur.fetchall():
+            key = (row[0], _ms(row[1]))
+            ranges = tuple(coverage.parse(row[11]))
+            if row[4] is None or not ranges:  # written by schema 1: no merge state, so it takes no more trades
+                out[key] = Stored(Accumulator(), (), True, int(row[13]))
+                continue
+            out[key] = Stored(Accumulator(
+                agg_trade_count=int(row[2]), trade_count=int(row[3]), price_sum=row[4], volume=row[5],
+                quote_volume=row[6], open_id=ranges[0][0], open_price=row[7], close_id=ranges[-1][1],
+                close_price=row[8], high_price=row[9], low_price=row[10]), ranges, bool(row[12]), int(row[13]))
+    return out
+
+
+def _ms(value: datetime) -> int:
+    return int(value.replace(tzinfo=UTC).timestamp() * 1000)
+
+
+def write_windows(cur: Any, rows: Sequence[tuple[WindowRow, Accumulator, Sequence[Range]]]) -> int:
+    """Upsert open windows with their merge state (``is_final`` is the finalize step's business)."""
+    now = _now()
+    params = [(r.symbol, utc(r.start_ms), utc(r.end_ms), r.average_price, r.open_price, r.high_price, r.low_price,
+               r.close_price, r.volume, r.quote_volume, r.vwap, r.trade_count, r.agg_trade_count, acc.price_sum,
+               coverage.render(ranges), now) for r, acc, ranges in rows]
+    if params:
+        cur.executemany(UPSERT, params)
+    return len(params)
+
+
+def add_late(cur: Any, late: Iterable[tuple[str, int, int]]) -> None:
+    """Count trades refused by closed windows on their rows (symbol, start ms, count)."""
+    params = [(n, _now(), symbol, utc(start)) for symbol, start, n in late if n]
+    if params:
+        cur.executemany("UPDATE moving_averages SET late_trade_count = late_trade_count + %s, updated_at = %s "
+                        "WHERE symbol = %s AND start_time = %s", params)
+
+
+def load_coverage(cur: Any, symbols: Iterable[str]) -> dict[str, list[Range]]:
+    wanted = sorted(set(symbols))
+    out: dict[str, list[Range]] = {s: [] for s in wanted}
+    if wanted:
+        cur.execute(f"SELECT symbol, first_ms, last_ms FROM pipeline_coverage WHERE symbol IN "
+                    f"({', '.join(['%s'] * len(wanted))}) FOR UPDATE", wanted)
+        for symbol, first, last in cur.fetchall():
+            out[symbol].append((int(first), int(last)))
+    return {s: coverage.union(r) for s, r in out.items()}
+
+
+def save_coverage(cur: Any, symbol: str, ranges: Sequence[Range]) -> None:
+    cur.execute("DELETE FROM pipeline_coverage WHERE symbol = %s", (symbol,))
+    if ranges:
+        cur.executemany("INSERT INTO pipeline_coverage (symbol, first_ms, last_ms) VALUES (%s, %s, %s)",
+                        [(symbol, a, b) for a, b in ranges])
+
+
+def finalize(cur: Any, symbol: str, ranges: Sequence[Range]) -> int:
+    """Mark final every open window of ``symbol`` whose minute lies inside one of the coverage ``ranges``."""
+    now, finalized = _now(), 0
+    for first, last in ranges:
+        finalized += cur.execute("UPDATE moving_averages SET is_final = 1, updated_at = %s WHERE symbol = %s "
+                                 "AND is_final = 0 AND start_time >= %s AND end_time <= %s",
+                                 (now, symbol, utc(first), utc(last + 1)))
+    return finalized
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,23 +282,14 @@ class QuarantinedMessage:
     reason: str
 
 
-def apply_quarantine(url: MysqlUrl, run_id: str, batch_id: int, messages: Iterable[QuarantinedMessage]) -> int:
+def add_quarantine(cur: Any, messages: Sequence[QuarantinedMessage]) -> int:
     """Keep rejected messages with their reason; idempotent by Kafka position. Returns how many were new."""
-    now = datetime.now(UTC).replace(tzinfo=None)
-    with transaction(url) as cur:
-        cur.execute("SELECT 1 FROM pipeline_batches WHERE run_id = %s AND query_name = 'quarantine' "
-                    "AND batch_id = %s FOR UPDATE", (run_id, batch_id))
-        if cur.fetchone():
-            return 0
-        rows = [(m.topic, m.partition, m.offset, m.kafka_timestamp, m.reason[:255], m.raw_value, now)
-                for m in messages]
-        added = cur.executemany(
-            "INSERT IGNORE INTO quarantine (topic, kafka_partition, kafka_offset, kafka_timestamp, reason, "
-            "raw_value, received_at) VALUES (%s, %s, %s, %s, %s, %s, %s)", rows) if rows else 0
-        cur.execute("INSERT INTO pipeline_batches (run_id, query_name, batch_id, rows_written, rows_finalized, "
-                    "final_rows_refused, applied_at) VALUES (%s, 'quarantine', %s, %s, 0, 0, %s)",
-                    (run_id, batch_id, added or 0, now))
-        return int(added or 0)
+    now = _now()
+    rows = [(m.topic, m.partition, m.offset, m.kafka_timestamp, m.reason[:255], m.raw_value, now) for m in messages]
+    added = cur.executemany(
+        "INSERT IGNORE INTO quarantine (topic, kafka_partition, kafka_offset, kafka_timestamp, reason, "
+        "raw_value, received_at) VALUES (%s, %s, %s, %s, %s, %s, %s)", rows) if rows else 0
+    return int(added or 0)
 
 
 def read_windows(url: MysqlUrl, symbol: str | None = None) -> list[dict[str, Any]]:

@@ -4,11 +4,15 @@
     value: {"v": 1, "type": "trade", "s": "BTCUSDT", "a": 26129, "p": "0.01633102", "q": "4.70443515",
             "f": 27781, "l": 27781, "T": 1498793709153, "m": true, "M": true}
 
-A second message type marks progress when trades are sparse, so quiet windows still close::
+A second message type, the coverage heartbeat, says how complete one symbol's trades are, so windows close
+per symbol, whatever other symbols or other producers do::
 
-    value: {"v": 1, "type": "heartbeat", "T": 1498793760000}
+    key:   b"BTCUSDT"
+    value: {"v": 1, "type": "heartbeat", "s": "BTCUSDT", "from": 1498793700000, "T": 1498793760000}
 
-meaning: the producer has published every trade with an event time before ``T`` (for all its symbols).
+meaning: every trade of ``s`` with ``from <= event time < T`` has been published, before this message, in the
+same partition (it shares the trades' key). Several producers may cover different stretches of one symbol; the job
+keeps the union.
 """
 
 from __future__ import annotations
@@ -20,7 +24,6 @@ from decimal import Decimal
 from pipeline.core.trades import MalformedTrade, Trade, parse_rest
 
 SCHEMA_VERSION = 1
-HEARTBEAT_KEY = b"__heartbeat__"
 
 
 class MalformedMessage(MalformedTrade):
@@ -29,7 +32,21 @@ class MalformedMessage(MalformedTrade):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Heartbeat:
+    """Every trade of ``symbol`` in ``[covered_from_ms, complete_before_ms)`` is published."""
+
+    symbol: str
+    covered_from_ms: int
     complete_before_ms: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ResumePoint:
+    """What a topic says about one symbol, for a producer that restarts: its highest agg id (and that trade's
+    time), and the newest coverage a heartbeat declared (``None`` if none was found)."""
+
+    last_agg_id: int
+    last_trade_ms: int
+    complete_before_ms: int | None = None
 
 
 def encode_trade(trade: Trade) -> tuple[bytes, bytes]:
@@ -42,8 +59,9 @@ def encode_trade(trade: Trade) -> tuple[bytes, bytes]:
 
 
 def encode_heartbeat(heartbeat: Heartbeat) -> tuple[bytes, bytes]:
-    value = {"v": SCHEMA_VERSION, "type": "heartbeat", "T": heartbeat.complete_before_ms}
-    return HEARTBEAT_KEY, json.dumps(value, separators=(",", ":")).encode()
+    value = {"v": SCHEMA_VERSION, "type": "heartbeat", "s": heartbeat.symbol, "from": heartbeat.covered_from_ms,
+             "T": heartbeat.complete_before_ms}
+    return heartbeat.symbol.encode(), json.dumps(value, separators=(",", ":")).encode()
 
 
 def _plain(value: Decimal) -> str:
@@ -61,10 +79,12 @@ def decode(raw: bytes) -> Trade | Heartbeat:
         raise MalformedMessage(f"unsupported schema version {value.get('v')!r}: {raw[:200]!r}")
     kind = value.get("type")
     if kind == "heartbeat":
-        t = value.get("T")
-        if isinstance(t, bool) or not isinstance(t, int) or t <= 0:
-            raise MalformedMessage(f"heartbeat T must be a positive integer: {raw[:200]!r}")
-        return Heartbeat(t)
+        t, start, symbol = value.get("T"), value.get("from"), value.get("s")
+        if not isinstance(symbol, str) or not symbol:
+            raise MalformedMessage(f"heartbeat without a symbol: {raw[:200]!r}")
+        if not _is_int(t) or not _is_int(start) or not 0 <= start <= t:  # type: ignore[operator]
+            raise MalformedMessage(f"heartbeat needs integers 0 <= from <= T: {raw[:200]!r}")
+        return Heartbeat(symbol, start, t)  # type: ignore[arg-type]
     if kind != "trade":
         raise MalformedMessage(f"unknown message type {kind!r}: {raw[:200]!r}")
     symbol = value.get("s")
@@ -74,3 +94,7 @@ def decode(raw: bytes) -> Trade | Heartbeat:
         return parse_rest(symbol, value)
     except MalformedTrade as exc:
         raise MalformedMessage(str(exc)) from exc
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -1,27 +1,35 @@
-"""The job's logic as small DataFrame -> DataFrame functions (each testable with a static DataFrame).
+"""The job's logic as small DataFrame -> DataFrame functions over one micro-batch (a static DataFrame).
 
-    kafka rows --parse--> messages --classify--> reason? --+-- reason is null  --to_events--> events --aggregate-->
-                                                           +-- reason not null --> quarantine
+    kafka rows --parse--> messages --classify--> reason? --+-- null, trade      --trades--> --islands--> driver
+                                                           +-- null, heartbeat  --coverage--------------> driver
+                                                           +-- not null         --quarantined-----------> driver
 
-``aggregate`` produces the reference aggregator's *accumulator* per (symbol, minute): exact sums, counts,
-OHLC and the highest event time. The rounding of the two quotients happens once, in
-``pipeline.core.windows.result``, on the driver (see ``pipeline.spark.job``), so Spark and the reference cannot
-disagree about it.
+The job keeps no window state in Spark (no watermark, no state store): each batch is reduced to *islands*, per
+(symbol, minute), runs of consecutive agg ids with the exact sums, counts and OHLC of their trades, and the
+driver merges them into the windows MySQL holds (``pipeline.core.merging``). So a trade is never dropped because
+another symbol, another producer or a catch-up ran ahead in event time (ADR-6).
 
-Heartbeats (``{"type": "heartbeat", "T": t}``) travel as events of the empty symbol with event time
-``t + watermark delay``: Spark's watermark (max event time - delay) then reaches exactly ``t``, and every window
-ending by ``t`` closes, even when no trade arrives.
+    agg ids in one minute of a batch:  101 102 103 | 105 106   (104 was Binance's invalid record, or a gap)
+    islands:                           101..103      105..106
+
+The rounding of the two quotients happens once, in ``pipeline.core.windows.result``, on the driver, so Spark and
+the reference aggregator cannot disagree about it.
 """
 
 from __future__ import annotations
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import BooleanType, IntegerType, LongType, StringType, StructField, StructType
 
 PRICE = "decimal(18,8)"
 SCHEMA_VERSION = 1
-HEARTBEAT_SYMBOL = ""
+WINDOW_MS = 60_000
+# Bounds that keep every later step exact and overflow-free (ANSI mode): times from 2017 (Binance's start) to
+# 2100, ids below 2^53, symbols as Binance spells them (they become a VARCHAR(20) key).
+MIN_TIME_MS, MAX_TIME_MS = 1_483_228_800_000, 4_102_444_800_000
+MAX_ID = 2**53
+SYMBOL_PATTERN = "^[A-Z0-9]{1,20}$"
 
 MESSAGE_SCHEMA = StructType([
     StructField("v", IntegerType()),
@@ -33,6 +41,7 @@ MESSAGE_SCHEMA = StructType([
     StructField("f", LongType()),
     StructField("l", LongType()),
     StructField("T", LongType()),
+    StructField("from", LongType()),
     StructField("m", BooleanType()),
     StructField("_corrupt", StringType()),  # the raw text when it is not JSON or a field has the wrong type
 ])
@@ -55,29 +64,41 @@ def _exact_decimal(text: Column) -> Column:
     return F.when(narrow.isNotNull() & (narrow == wide), narrow)
 
 
+def _time_ok(t: Column) -> Column:
+    return t.isNotNull() & (t >= MIN_TIME_MS) & (t < MAX_TIME_MS)
+
+
+def _id_ok(i: Column) -> Column:
+    return i.isNotNull() & (i >= 0) & (i < MAX_ID)
+
+
 def classify(messages: DataFrame) -> DataFrame:
     """Adds ``reason``: null for a valid trade or heartbeat, else why the message goes to quarantine."""
     m = F.col("msg")
     price, qty = _exact_decimal(m["p"]), _exact_decimal(m["q"])
     is_trade, is_heartbeat = m["type"] == "trade", m["type"] == "heartbeat"
+    symbol_ok = m["s"].isNotNull() & m["s"].rlike(SYMBOL_PATTERN)
     reason = (
         F.when(m.isNull() | F.col("raw_value").isNull() | m["_corrupt"].isNotNull(),
                F.lit("not a JSON object with fields of the schema's types"))
         .when(m["v"].isNull() | (m["v"] != SCHEMA_VERSION), F.lit("unsupported schema version"))
-        .when(is_heartbeat & (m["T"].isNull() | (m["T"] <= 0)), F.lit("heartbeat without a valid T"))
+        .when(is_heartbeat & ~symbol_ok, F.lit("heartbeat without a valid symbol"))
+        .when(is_heartbeat & (~_time_ok(m["T"]) | m["from"].isNull() | (m["from"] < 0) | (m["from"] > m["T"])),
+              F.lit("heartbeat needs 0 <= from <= T with T in 2017..2100"))
         .when(is_heartbeat, F.lit(None))
         .when(~is_trade | m["type"].isNull(), F.lit("unknown message type"))
-        .when(m["s"].isNull() | (m["s"] == ""), F.lit("trade without a symbol"))
-        .when(m["a"].isNull() | (m["a"] < 0), F.lit("agg id missing or negative"))
+        .when(~symbol_ok, F.lit("trade without a valid symbol (A-Z, 0-9, at most 20)"))
+        .when(~_id_ok(m["a"]), F.lit("agg id missing, negative or above 2^53"))
         .when(price.isNull() | (price < 0), F.lit("price is not a decimal with at most 8 places"))
         .when(qty.isNull() | (qty < 0), F.lit("quantity is not a decimal with at most 8 places"))
         .when(m["f"].isNull() | m["l"].isNull(), F.lit("trade ids missing"))
-        .when(m["T"].isNull() | (m["T"] <= 0), F.lit("timestamp missing or not positive"))
+        .when(~_time_ok(m["T"]), F.lit("timestamp missing or not epoch ms between 2017 and 2100"))
         .when(m["m"].isNull(), F.lit("buyer-is-maker flag missing"))
         .when((m["f"] == -1) | (m["l"] == -1), F.lit("invalid record: trade ids are -1"))
         .when(price == 0, F.lit("invalid record: price is 0"))
         .when(qty == 0, F.lit("invalid record: quantity is 0"))
-        .when((m["f"] < 0) | (m["l"] < m["f"]), F.lit("trade ids must satisfy 0 <= first <= last"))
+        .when(~_id_ok(m["f"]) | ~_id_ok(m["l"]) | (m["l"] < m["f"]),
+              F.lit("trade ids must satisfy 0 <= first <= last < 2^53"))
     )
     return messages.withColumn("reason", reason)
 
@@ -87,55 +108,53 @@ def quarantined(classified: DataFrame) -> DataFrame:
         "topic", "partition", "offset", "kafka_timestamp", "raw_value", "reason")
 
 
-def to_events(classified: DataFrame, watermark_seconds: int) -> DataFrame:
-    """Valid trades and heartbeats as uniform events with an event-time column."""
+def coverage(classified: DataFrame) -> DataFrame:
+    """Valid heartbeats: (symbol, covered_from_ms, complete_before_ms)."""
     m = F.col("msg")
-    heartbeat = m["type"] == "heartbeat"
-    event_ms = F.when(heartbeat, m["T"] + F.lit(watermark_seconds * 1000)).otherwise(m["T"])
-    return classified.where(F.col("reason").isNull()).select(
-        F.when(heartbeat, F.lit(HEARTBEAT_SYMBOL)).otherwise(m["s"]).alias("symbol"),
-        F.when(heartbeat, m["T"]).otherwise(m["a"]).alias("agg_id"),
-        F.when(heartbeat, F.lit(0).cast(PRICE)).otherwise(_exact_decimal(m["p"])).alias("price"),
-        F.when(heartbeat, F.lit(0).cast(PRICE)).otherwise(_exact_decimal(m["q"])).alias("quantity"),
-        F.when(heartbeat, F.lit(0)).otherwise(m["l"] - m["f"] + 1).alias("trades"),
-        F.when(heartbeat, F.lit(0)).otherwise(F.lit(1)).alias("is_trade"),
-        event_ms.alias("event_ms"),
-        F.timestamp_millis(event_ms).alias("event_time"),
+    return classified.where(F.col("reason").isNull() & (m["type"] == "heartbeat")).select(
+        m["s"].alias("symbol"), m["from"].alias("covered_from_ms"), m["T"].alias("complete_before_ms"))
+
+
+def trades(classified: DataFrame) -> DataFrame:
+    """Valid trades as typed columns, with the start of their minute."""
+    m = F.col("msg")
+    return classified.where(F.col("reason").isNull() & (m["type"] == "trade")).select(
+        m["s"].alias("symbol"),
+        m["a"].alias("agg_id"),
+        _exact_decimal(m["p"]).alias("price"),
+        _exact_decimal(m["q"]).alias("quantity"),
+        m["f"].alias("first_trade_id"),
+        m["l"].alias("last_trade_id"),
+        m["T"].alias("event_ms"),
+        m["m"].alias("buyer_is_maker"),
+        (m["T"] - m["T"] % WINDOW_MS).alias("start_ms"),
     )
 
 
-def aggregate(events: DataFrame, watermark_seconds: int | None) -> DataFrame:
-    """Deduplicate (symbol, agg id) and aggregate 1-minute tumbling windows into accumulator columns.
+def islands(trade_rows: DataFrame) -> DataFrame:
+    """Per (symbol, minute), each run of consecutive agg ids with its exact accumulator columns.
 
-    ``watermark_seconds`` None: a static (batch) aggregation, for tests and backfills; otherwise streaming with a
-    watermark, where a redelivered trade is dropped while the watermark still remembers it, and after that is late.
+    One shuffle: by (symbol, minute); a redelivered (symbol, agg id) is always in the same minute, so the
+    deduplication, the numbering and the grouping all reuse that partitioning.
     """
-    if watermark_seconds is None:
-        deduped = events.dropDuplicates(["symbol", "agg_id"])
-    else:
-        deduped = (events.withWatermark("event_time", f"{watermark_seconds} seconds")
-                   .dropDuplicatesWithinWatermark(["symbol", "agg_id"]))
-    # Heartbeats form their own group (the empty symbol), so trade groups hold trades only.
+    by_minute = Window.partitionBy("symbol", "start_ms").orderBy("agg_id")
     return (
-        deduped.groupBy(F.window("event_time", "1 minute").alias("window"), "symbol")
+        trade_rows.repartition("symbol", "start_ms")
+        .dropDuplicates(["symbol", "start_ms", "agg_id"])
+        .withColumn("island", F.col("agg_id") - F.row_number().over(by_minute))
+        .groupBy("symbol", "start_ms", "island")
         .agg(
-            F.sum("is_trade").alias("agg_trade_count"),
-            F.sum("trades").alias("trade_count"),
+            F.count(F.lit(1)).alias("agg_trade_count"),
+            F.sum(F.col("last_trade_id") - F.col("first_trade_id") + 1).alias("trade_count"),
             F.sum("price").alias("price_sum"),
             F.sum("quantity").alias("volume"),
             F.sum(F.col("price") * F.col("quantity")).alias("quote_volume"),
-            F.min_by("price", "agg_id").alias("open_price"),
             F.min("agg_id").alias("open_id"),
-            F.max_by("price", "agg_id").alias("close_price"),
+            F.min_by("price", "agg_id").alias("open_price"),
             F.max("agg_id").alias("close_id"),
+            F.max_by("price", "agg_id").alias("close_price"),
             F.max("price").alias("high_price"),
             F.min("price").alias("low_price"),
-            F.max("event_ms").alias("max_event_ms"),
         )
-        .select(
-            "symbol",
-            (F.unix_millis(F.col("window.start"))).alias("start_ms"),
-            "agg_trade_count", "trade_count", "price_sum", "volume", "quote_volume", "open_id", "open_price",
-            "close_id", "close_price", "high_price", "low_price", "max_event_ms",
-        )
+        .drop("island")
     )

@@ -30,12 +30,11 @@ CASSETTE = ROOT / "fixtures" / "cassettes" / "binance-5-symbols-20min.yaml"
 
 
 def cassette_trades(path: Path) -> list[Trade]:
-    """Every aggTrade the recorded answers hold, read straight from the YAML (not through the poller), minus the
-    answers to the poller's opening ``limit=1`` requests, which only locate the newest trade."""
+    """Every aggTrade the recorded answers hold, read straight from the YAML (not through the poller)."""
     out = []
     for interaction in yaml.safe_load(path.read_text())["interactions"]:
         uri = interaction["request"]["uri"]
-        if "fromId=" not in uri:
+        if "fromId=" not in uri and "startTime=" not in uri:
             continue
         symbol = uri.split("symbol=")[1].split("&")[0]
         out.extend(parse_rest(symbol, r) for r in json.loads(interaction["response"]["body"]["string"]))

@@ -103,9 +103,14 @@ def test_any_corrupted_message_raises_the_documented_error_and_nothing_else(
 
 
 def test_heartbeat_round_trip_and_unknown_versions() -> None:
-    key, value = messages.encode_heartbeat(messages.Heartbeat(1_700_000_000_000))
-    assert key == messages.HEARTBEAT_KEY
-    assert messages.decode(value) == messages.Heartbeat(1_700_000_000_000)
+    beat = messages.Heartbeat("ADAUSDT", 1_699_999_940_000, 1_700_000_000_000)
+    key, value = messages.encode_heartbeat(beat)
+    assert key == b"ADAUSDT"  # beside the symbol's trades, in their partition
+    assert messages.decode(value) == beat
+    with pytest.raises(messages.MalformedMessage, match="symbol"):
+        messages.decode(b'{"v": 1, "type": "heartbeat", "T": 1700000000000}')  # the global kind of schema 1
+    with pytest.raises(messages.MalformedMessage, match="from <= T"):
+        messages.decode(b'{"v": 1, "type": "heartbeat", "s": "ADAUSDT", "from": 9, "T": 8}')
     with pytest.raises(messages.MalformedMessage, match="version"):
         messages.decode(b'{"v": 2, "type": "trade"}')
     with pytest.raises(messages.MalformedMessage, match="type"):

@@ -1,0 +1,193 @@
+"""Live polling: page each symbol's aggTrades by ``fromId`` from a ``TradeSource`` and say how complete each is.
+
+Each symbol moves on its own: a busy symbol catching up fetches page after page while a quiet one is asked again
+only every ``poll_interval_s``. After every answer the poller knows up to when the symbol is complete::
+
+    full page (1000 trades, more to come)   complete before the page's last trade time T_last
+    short page (caught up)                  complete before the server's clock - lag_ms
+
+and once that crosses a minute boundary it yields a coverage ``Heartbeat(symbol, covered_from, complete_before)``:
+every trade of the symbol in that stretch is published. The job closes a symbol's windows from those alone, so
+a catch-up, a ban or a restart can delay finality but never make a trade late.
+
+A first start begins at the start of a minute (``--start``, rounded down, or the current minute), so the first
+window a symbol closes is complete. A restart resumes after the highest agg id in Kafka and continues the coverage
+from the newest heartbeat found there (``ResumePoint``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Protocol
+
+from pipeline.adapters.binance import MAX_LIMIT, ExchangeUnavailable, Page, RateLimited
+from pipeline.core.messages import Heartbeat, ResumePoint
+from pipeline.core.trades import MalformedTrade, Trade, parse_rest
+from pipeline.core.windows import WINDOW_MS, window_start_ms
+from pipeline.producer import Counters, Item
+
+log = logging.getLogger(__name__)
+MAX_BACKOFF_S = 30.0
+
+
+class TradeSource(Protocol):
+    """The port the poller needs: ``BinanceClient`` (live or cassette playback), ``memory.InMemoryExchange``."""
+
+    def agg_trades(self, symbol: str, *, from_id: int | None = None, start_time_ms: int | None = None,
+                   limit: int = MAX_LIMIT) -> Page: ...
+
+
+class VirtualClock:
+    """Time that passes only when slept: replays a recording's schedule exactly, without waiting."""
+
+    def __init__(self, start_s: float = 0.0) -> None:
+        self.now_s = start_s
+
+    def __call__(self) -> float:
+        return self.now_s
+
+    def sleep(self, seconds: float) -> None:
+        self.now_s += max(0.0, seconds)
+
+
+@dataclasses.dataclass
+class SymbolState:
+    """Where one symbol stands: the next agg id to ask for and the stretch known complete."""
+
+    symbol: str
+    covered_from_ms: int
+    cursor: int | None = None  # None: not started yet; ask by start time
+    complete_before_ms: int = 0
+    announced_ms: int | None = None  # the last heartbeat's complete_before_ms
+    due_s: float = 0.0  # when to ask next (clock seconds)
+
+    def behind_ms(self, now_ms: int) -> int:
+        return max(0, now_ms - max(self.complete_before_ms, self.covered_from_ms))
+
+
+def start_states(symbols: Iterable[str], resume: Mapping[str, ResumePoint], start_ms: int) -> dict[str, SymbolState]:
+    """A resumed symbol continues after its last agg id in Kafka; a new one starts at ``start_ms``'s minute."""
+    states = {}
+    for symbol in symbols:
+        point = resume.get(symbol)
+        if point is None:
+            begin = window_start_ms(start_ms)
+            states[symbol] = SymbolState(symbol, begin, complete_before_ms=begin)
+        else:
+            # Trades after the newest heartbeat (or after the last trade's time, if there is no heartbeat) with
+            # ids up to last_agg_id are in Kafka; the rest come next, by id. So the coverage goes on from there.
+            since = point.complete_before_ms if point.complete_before_ms is not None else point.last_trade_ms
+            states[symbol] = SymbolState(symbol, since, cursor=point.last_agg_id + 1, complete_before_ms=since)
+    return states
+
+
+def _parse_page(symbol: str, records: Sequence[object], counters: Counters) -> list[Trade]:
+    trades = []
+    for record in records:
+        try:
+            trades.append(parse_rest(symbol, record))  # type: ignore[arg-type]
+        except MalformedTrade as exc:
+            counters.rejected += 1
+            log.error("%s: rejected a record Binance sent: %s", symbol, exc)
+    return trades
+
+
+def poll(source: TradeSource, states: Mapping[str, SymbolState], counters: Counters, *, lag_ms: int,
+         poll_interval_s: float = 1.0, clock: Callable[[], float] = time.time,
+         sleep: Callable[[float], None] = time.sleep, stop: Callable[[], bool] = lambda: False,
+         on_answer: Callable[[], None] = lambda: None) -> Iterator[Item]:
+    """Trades and coverage heartbeats of every symbol, until ``stop()``.
+
+    Exchange trouble never ends the loop: 429/418 waits out Retry-After (no request meanwhile), and every other
+    answer that is not a page of trades (5xx, timeouts, resets, HTML or truncated bodies) is counted, logged and
+    retried with a backoff that grows with consecutive failures. Only a request Binance rejects as invalid (an
+    unknown symbol: ``ExchangeError``) is raised: that is a configuration error.
+    """
+    failures = 0
+    while not stop():
+        now_s = clock()
+        due = [s for s in states.values() if s.due_s <= now_s]
+        if not due:
+            sleep(max(0.0, min(s.due_s for s in states.values()) - now_s))
+            continue
+        for state in due:
+            if stop():
+                return
+            try:
+                if state.cursor is not None:
+                    page = source.agg_trades(state.symbol, from_id=state.cursor)
+                else:
+                    page = source.agg_trades(state.symbol, start_time_ms=state.covered_from_ms)
+            except RateLimited as exc:
+                counters.exchange_errors += 1
+                log.warning("%s; sending nothing until it passes", exc)
+                sleep(exc.retry_after_s)
+                break
+            except ExchangeUnavailable as exc:
+                counters.exchange_errors += 1
+                failures += 1
+                wait = min(MAX_BACKOFF_S, 2.0 ** min(failures, 5))
+                log.warning("%s; trying again in %.0fs", exc, wait)
+                sleep(wait)
+                break
+            failures = 0
+            yield from _take(state, page, counters, lag_ms, clock)
+            full = len(page.records) >= MAX_LIMIT
+            state.due_s = clock() + (0.0 if full else poll_interval_s)
+            on_answer()
+
+
+def _take(state: SymbolState, page: Page, counters: Counters, lag_ms: int,
+          clock: Callable[[], float]) -> Iterator[Item]:
+    trades = _parse_page(state.symbol, page.records, counters)
+    ids = [r["a"] for r in page.records if isinstance(r, dict) and type(r.get("a")) is int]
+    if ids:  # past malformed records too (counted as rejected), or they would be asked for forever
+        state.cursor = max(max(ids) + 1, state.cursor or 0)
+    yield from trades
+    if len(page.records) >= MAX_LIMIT:
+        # More to come; trades at the last one's millisecond may continue on the next page.
+        complete = max((t.event_time_ms for t in trades), default=state.complete_before_ms)
+    else:
+        server_ms = page.server_time_ms if page.server_time_ms is not None else int(clock() * 1000)
+        complete = server_ms - lag_ms
+    state.complete_before_ms = max(state.complete_before_ms, complete)
+    announced = state.announced_ms
+    if state.complete_before_ms > state.covered_from_ms and (
+            announced is None or state.complete_before_ms // WINDOW_MS > announced // WINDOW_MS):
+        state.announced_ms = state.complete_before_ms
+        yield Heartbeat(state.symbol, state.covered_from_ms, state.complete_before_ms)
+
+
+def final_heartbeats(states: Iterable[SymbolState]) -> list[Heartbeat]:
+    """On a clean stop: the latest coverage of every symbol, even if it closes no new minute."""
+    return [Heartbeat(s.symbol, s.covered_from_ms, s.complete_before_ms) for s in states
+            if s.complete_before_ms > s.covered_from_ms and s.complete_before_ms != s.announced_ms]
+
+
+def lag_report(states: Iterable[SymbolState], now_ms: int) -> str:
+    """``BTCUSDT 2.1s ETHUSDT 2.3s ...``: how far behind now each symbol's complete stretch ends."""
+    return "behind now: " + " ".join(f"{s.symbol} {s.behind_ms(now_ms) / 1000:.1f}s" for s in states)
+
+
+def check_resume(source: TradeSource, resume: Mapping[str, ResumePoint],
+                 max_catch_up_ids: int) -> dict[str, str]:
+    """Compare each resume point with the exchange's newest agg id (one request per symbol); returns the
+    implausible ones with the reason. An id above the newest cannot be Binance's (foreign data in the topic); one
+    far below it means the topic's tail is not this producer's (a replay after it?) or a very long downtime."""
+    problems = {}
+    for symbol, point in resume.items():
+        page = source.agg_trades(symbol, limit=1)
+        newest = max((r["a"] for r in page.records if isinstance(r, dict) and type(r.get("a")) is int), default=None)
+        if newest is None:
+            continue
+        if point.last_agg_id > newest:
+            problems[symbol] = (f"the topic holds agg id {point.last_agg_id} for {symbol}, above Binance's newest "
+                                f"({newest}): those trades are not Binance's {symbol}")
+        elif newest - point.last_agg_id > max_catch_up_ids:
+            problems[symbol] = (f"the topic's newest {symbol} trade is agg id {point.last_agg_id}, "
+                                f"{newest - point.last_agg_id:,} behind Binance's newest ({newest}); more than "
+                                f"--max-catch-up-ids {max_catch_up_ids:,}")
+    return problems

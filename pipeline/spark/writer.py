@@ -1,0 +1,187 @@
+"""The ``foreachBatch`` writer: one micro-batch -> one MySQL transaction (gather, decide, apply).
+
+    gather   Spark: quarantined messages and heartbeats (few rows), islands of the trades (one row per run of
+             consecutive agg ids per symbol and minute); MySQL: the stored windows and coverage they touch
+    decide   ``pipeline.core.merging.plan``: merged, duplicate, late, or "exact path" per window
+    apply    upsert the merged windows, count late trades on their rows, union the coverage, finalize covered
+             windows, keep quarantined and late messages, write the ledger row: all in one transaction
+
+A batch Spark re-executes after a crash finds its ledger row and changes nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections import Counter
+from typing import Any
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from pipeline.adapters import mysql_store
+from pipeline.core import coverage, merging, windows
+from pipeline.core.merging import Key
+from pipeline.core.trades import Trade
+from pipeline.settings import MysqlUrl
+from pipeline.spark import transforms
+
+log = logging.getLogger(__name__)
+QUERY = "windows"
+
+
+@dataclasses.dataclass
+class JobSummary:
+    batches: int = 0
+    input_rows: int = 0
+    trades_merged: int = 0
+    duplicates: int = 0
+    late_trades: int = 0
+    windows_written: int = 0
+    windows_finalized: int = 0
+    quarantined: int = 0
+    skipped_batches: int = 0  # re-executed batches the ledger had applied already
+    spark_restarts: int = 0  # queries started again after SPARK-55271
+    batch_ms: list[int] = dataclasses.field(default_factory=list)
+    checkpoint_totals: mysql_store.BatchCounts | None = None  # the ledger's sums over every run of the checkpoint
+
+    def add(self, counts: mysql_store.BatchCounts) -> None:
+        self.trades_merged += counts.trades_merged
+        self.duplicates += counts.duplicates
+        self.late_trades += counts.late_trades
+        self.quarantined += counts.quarantined
+        self.windows_written += counts.rows_written
+        self.windows_finalized += counts.rows_finalized
+
+    def line(self) -> str:
+        durations = sorted(self.batch_ms)
+        timing = ""
+        if durations:
+            p50, p95 = durations[len(durations) // 2], durations[min(len(durations) - 1, len(durations) * 95 // 100)]
+            timing = f"; batch time p50 {p50} ms, p95 {p95} ms, max {durations[-1]} ms"
+        return (f"{self.batches} batches, {self.input_rows} Kafka messages, {self.trades_merged} trades counted, "
+                f"{self.duplicates} duplicates ignored, {self.late_trades} late trades, {self.windows_written} "
+                f"window rows written, {self.windows_finalized} became final, {self.quarantined} quarantined, "
+                f"{self.skipped_batches} re-executed batches skipped{timing}"
+                + (f"; {self.spark_restarts} queries restarted after SPARK-55271" if self.spark_restarts else "")
+                + (f"; since the checkpoint began: {self.checkpoint_totals.trades_merged} trades counted, "
+                   f"{self.checkpoint_totals.late_trades} late, {self.checkpoint_totals.quarantined} quarantined"
+                   if self.checkpoint_totals else ""))
+
+
+def accumulator(row: Any) -> windows.Accumulator:
+    """A Spark island row -> the reference aggregator's accumulator (so ``result`` does the rounding)."""
+    return windows.Accumulator(
+        agg_trade_count=int(row["agg_trade_count"]), trade_count=int(row["trade_count"]),
+        price_sum=row["price_sum"], volume=row["volume"], quote_volume=row["quote_volume"],
+        open_id=int(row["open_id"]), open_price=row["open_price"], close_id=int(row["close_id"]),
+        close_price=row["close_price"], high_price=row["high_price"], low_price=row["low_price"],
+    )
+
+
+def collect_islands(trade_rows: DataFrame) -> list[merging.Island]:
+    return [merging.Island(r["symbol"], int(r["start_ms"]), int(r["open_id"]), int(r["close_id"]), accumulator(r))
+            for r in transforms.islands(trade_rows).collect()]
+
+
+def _in_windows(keys: set[Key]) -> Any:
+    return F.concat_ws(":", "symbol", F.col("start_ms").cast("string")).isin(sorted(f"{s}:{t}" for s, t in keys))
+
+
+def _exact_trades(trade_rows: DataFrame, keys: set[Key]) -> dict[Key, list[Trade]]:
+    out: dict[Key, list[Trade]] = {k: [] for k in keys}
+    for r in trade_rows.where(_in_windows(keys)).collect():
+        out[(r["symbol"], int(r["start_ms"]))].append(Trade(
+            r["symbol"], int(r["agg_id"]), r["price"], r["quantity"], int(r["first_trade_id"]),
+            int(r["last_trade_id"]), int(r["event_ms"]), bool(r["buyer_is_maker"]), True))
+    return out
+
+
+class BatchWriter:
+    def __init__(self, url: MysqlUrl, run: str, summary: JobSummary) -> None:
+        self.url, self.run, self.summary = url, run, summary
+
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        started = time.monotonic()
+        parsed = transforms.classify(transforms.parse(batch)).persist()
+        try:
+            counts, inputs = self._apply(parsed, batch_id)
+        finally:
+            parsed.unpersist()
+        self.summary.batches += 1
+        self.summary.input_rows += inputs
+        if counts is None:
+            self.summary.skipped_batches += 1
+            log.warning("batch %d was applied before (re-execution after a restart): skipped", batch_id)
+            return
+        self.summary.add(counts)
+        if inputs:
+            self.summary.batch_ms.append(int((time.monotonic() - started) * 1000))
+        if counts.late_trades:
+            log.warning("batch %d: %d trades arrived for windows already final; counted on their rows and kept "
+                        "in quarantine", batch_id, counts.late_trades)
+
+    def _apply(self, parsed: DataFrame, batch_id: int) -> tuple[mysql_store.BatchCounts | None, int]:
+        m = F.col("msg")
+        side = parsed.where(F.col("reason").isNotNull() | (m["type"] == "heartbeat")).select(
+            "topic", "partition", "offset", "kafka_timestamp", "raw_value", "reason",
+            m["s"].alias("symbol"), m["from"].alias("covered_from_ms"), m["T"].alias("complete_before_ms")).collect()
+        inputs = parsed.count()
+        quarantine = [mysql_store.QuarantinedMessage(r["topic"], r["partition"], r["offset"], r["kafka_timestamp"],
+                                                     r["raw_value"], r["reason"]) for r in side if r["reason"]]
+        heartbeats = [(r["symbol"], int(r["covered_from_ms"]), int(r["complete_before_ms"]))
+                      for r in side if not r["reason"]]
+        trade_rows = transforms.trades(parsed)
+        islands = collect_islands(trade_rows)
+        with mysql_store.transaction(self.url) as cur:
+            if mysql_store.ledger_has(cur, self.run, QUERY, batch_id):
+                return None, inputs
+            stored = mysql_store.load_windows(cur, {(i.symbol, i.start_ms) for i in islands})
+            symbols = {i.symbol for i in islands} | {s for s, _, _ in heartbeats}
+            before = mysql_store.load_coverage(cur, symbols)
+            outcomes, exact = merging.plan(stored, before, islands)
+            for key, trades in (_exact_trades(trade_rows, exact) if exact else {}).items():
+                closed = merging.is_closed(stored.get(key), before.get(key[0], []), key[1], key[1] + windows.WINDOW_MS)
+                outcomes[key] = merging.merge_trades(stored.get(key), trades, closed)
+            late = {k: o.late for k, o in outcomes.items() if o.late}
+            if late:
+                quarantine += self._late_messages(parsed, late, stored)
+            written = mysql_store.write_windows(cur, [
+                (windows.result(k[0], k[1], o.acc), o.acc, o.id_ranges) for k, o in outcomes.items() if o.merged])
+            mysql_store.add_late(cur, [(k[0], k[1], n) for k, n in late.items() if k in stored])
+            finalized = 0
+            for symbol in sorted(symbols):
+                new = [(start, end - 1) for s, start, end in heartbeats if s == symbol and end > start]
+                ranges = coverage.union([*before.get(symbol, []), *new])
+                if ranges != before.get(symbol, []):
+                    mysql_store.save_coverage(cur, symbol, ranges)
+                finalized += mysql_store.finalize(cur, symbol, ranges)
+            counts = mysql_store.BatchCounts(
+                trades_merged=sum(o.merged for o in outcomes.values()),
+                duplicates=sum(o.duplicates for o in outcomes.values()),
+                late_trades=sum(late.values()), quarantined=mysql_store.add_quarantine(cur, quarantine),
+                rows_written=written, rows_finalized=finalized)
+            mysql_store.record_batch(cur, self.run, QUERY, batch_id, counts)
+            return counts, inputs
+
+    @staticmethod
+    def _late_messages(parsed: DataFrame, late: dict[Key, int],
+                       stored: dict[Key, merging.Stored]) -> list[mysql_store.QuarantinedMessage]:
+        """The late trades themselves, kept where an operator (or a backfill) can find them."""
+        m = F.col("msg")
+        rows = (parsed.where(F.col("reason").isNull() & (m["type"] == "trade"))
+                .select("topic", "partition", "offset", "kafka_timestamp", "raw_value", m["s"].alias("symbol"),
+                        m["a"].alias("agg_id"), (m["T"] - m["T"] % windows.WINDOW_MS).alias("start_ms"))
+                .where(_in_windows(set(late))).collect())
+        out, seen = [], Counter[Key]()
+        for r in sorted(rows, key=lambda r: (r["partition"], r["offset"])):
+            key = (r["symbol"], int(r["start_ms"]))
+            held = stored.get(key)
+            if held and coverage.contains(held.id_ranges, int(r["agg_id"])):
+                continue  # a redelivery of a counted trade, not a late one
+            seen[key] += 1
+            out.append(mysql_store.QuarantinedMessage(
+                r["topic"], r["partition"], r["offset"], r["kafka_timestamp"], r["raw_value"],
+                f"late: window {r['symbol']} {mysql_store.utc(key[1]):%Y-%m-%d %H:%M} was already final"))
+        return out

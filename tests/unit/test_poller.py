@@ -1,0 +1,131 @@
+"""The live poller against an in-memory exchange on a virtual clock: catch-up, coverage, faults, resume."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline import poller, producer
+from pipeline.adapters.binance import BadAnswer, ExchangeUnavailable, RateLimited
+from pipeline.adapters.memory import InMemoryExchange
+from pipeline.core.messages import Heartbeat, ResumePoint
+from pipeline.core.trades import Trade
+from pipeline.errors import ExchangeError
+
+T0 = 1_767_268_800_000  # 2026-01-01T12:00:00Z
+LAG_MS = 5_000
+
+
+def records(rate_per_s: float, minutes: int, seed: int, first_id: int = 1_000) -> list[dict[str, Any]]:
+    rng, t, out = random.Random(seed), T0 - 30_000, []
+    while True:
+        t += max(0, int(rng.expovariate(rate_per_s) * 1000))
+        if t >= T0 + minutes * 60_000:
+            return out
+        out.append({"a": first_id + len(out), "p": "1.50000000", "q": "2.00000000", "f": len(out),
+                    "l": len(out), "T": t, "m": True, "M": True})
+
+
+def run(exchange: InMemoryExchange, clock: poller.VirtualClock, states: dict[str, poller.SymbolState],
+        until_s: float, counters: producer.Counters | None = None) -> list[Trade | Heartbeat]:
+    return list(poller.poll(exchange, states, counters or producer.Counters(), lag_ms=LAG_MS, poll_interval_s=1.0,
+                            clock=clock, sleep=clock.sleep, stop=lambda: clock() >= until_s))
+
+
+def assert_coverage_honest(items: list[Trade | Heartbeat], served: dict[str, list[dict[str, Any]]]) -> None:
+    """Every heartbeat (s, from, T) comes after every trade of s with from <= time < T."""
+    published: dict[str, set[int]] = {s: set() for s in served}
+    for item in items:
+        if isinstance(item, Trade):
+            published[item.symbol].add(item.agg_id)
+            continue
+        due = {r["a"] for r in served[item.symbol] if item.covered_from_ms <= r["T"] < item.complete_before_ms}
+        assert due <= published[item.symbol], (item, sorted(due - published[item.symbol])[:5])
+
+
+def test_a_catch_up_of_skewed_symbols_publishes_everything_and_only_honest_coverage() -> None:
+    served = {"BTCUSDT": records(25, 12, seed=1), "ADAUSDT": records(0.4, 12, seed=2)}  # 62x apart
+    clock = poller.VirtualClock((T0 + 12 * 60_000) / 1000)  # started 12 minutes late: a backlog
+    exchange = InMemoryExchange(served, clock)
+    states = poller.start_states(served, {}, T0 + 17_000)  # mid-minute: starts at 12:00:00
+    items = run(exchange, clock, states, clock() + 30)
+    trades = [i for i in items if isinstance(i, Trade)]
+    for symbol, recs in served.items():
+        assert [t.agg_id for t in trades if t.symbol == symbol] == [r["a"] for r in recs if r["T"] >= T0]
+    assert_coverage_honest(items, served)
+    # BTCUSDT needs many pages; ADAUSDT is asked again only every poll interval while BTCUSDT catches up.
+    asked = [c[1] for c in exchange.calls]
+    assert asked.count("BTCUSDT") >= 18 and asked.count("ADAUSDT") <= 32
+    last = {i.symbol: i for i in items if isinstance(i, Heartbeat)}
+    assert all(h.covered_from_ms == T0 for h in last.values())
+    assert all(h.complete_before_ms >= T0 + 12 * 60_000 for h in last.values())  # every minute can close
+
+
+@settings(max_examples=40)
+@given(faults=st.lists(st.sampled_from(["429", "418", "bad", "down"]), max_size=8), seed=st.integers(0, 10**6))
+def test_faults_delay_but_never_break_coverage(faults: list[str], seed: int) -> None:
+    served = {"BTCUSDT": records(20, 4, seed=seed), "ETHUSDT": records(2, 4, seed=seed + 1),
+              "ADAUSDT": records(0.3, 4, seed=seed + 2)}
+    clock = poller.VirtualClock((T0 + 4 * 60_000) / 1000)
+    made = {"429": lambda: RateLimited("429", 7.0, banned=False), "418": lambda: RateLimited("418", 60.0, True),
+            "bad": lambda: BadAnswer("<html>"), "down": lambda: ExchangeUnavailable("503")}
+    exchange = InMemoryExchange(served, clock, [made[f]() for f in faults])
+    counters = producer.Counters()
+    items = run(exchange, clock, poller.start_states(served, {}, T0), clock() + 400, counters)
+    assert_coverage_honest(items, served)
+    trades = [i for i in items if isinstance(i, Trade)]
+    assert sorted((t.symbol, t.agg_id) for t in trades) == sorted(
+        (s, r["a"]) for s, recs in served.items() for r in recs if r["T"] >= T0)
+    assert counters.exchange_errors == len(faults)
+
+
+def test_no_request_while_a_rate_limit_runs() -> None:
+    served = {"BTCUSDT": records(1, 1, seed=3)}
+    clock = poller.VirtualClock((T0 + 60_000) / 1000)
+    exchange = InMemoryExchange(served, clock, [RateLimited("429", 30.0, banned=False)])
+    run(exchange, clock, poller.start_states(served, {}, T0), clock() + 40)
+    times = [c[0] for c in exchange.calls]
+    assert times[1] - times[0] >= 30.0
+
+
+def test_an_invalid_symbol_is_raised() -> None:
+    clock = poller.VirtualClock(T0 / 1000)
+
+    class Refusing(InMemoryExchange):
+        def agg_trades(self, symbol: str, **kwargs: Any) -> Any:
+            raise ExchangeError("Invalid symbol. (code -1121, HTTP 400)")
+
+    with pytest.raises(ExchangeError, match="Invalid symbol"):
+        run(Refusing({}, clock), clock, poller.start_states(["NOPE"], {}, T0), clock() + 5)
+
+
+def test_a_restart_resumes_after_kafka_and_continues_the_coverage() -> None:
+    served = {"BTCUSDT": records(5, 3, seed=4)}
+    last = served["BTCUSDT"][200]
+    resume = {"BTCUSDT": ResumePoint(last["a"], last["T"], complete_before_ms=last["T"] - 3_000)}
+    states = poller.start_states(["BTCUSDT", "ETHUSDT"], resume, T0 + 170_000)
+    assert (states["BTCUSDT"].cursor, states["BTCUSDT"].covered_from_ms) == (last["a"] + 1, last["T"] - 3_000)
+    assert (states["ETHUSDT"].cursor, states["ETHUSDT"].covered_from_ms) == (None, T0 + 120_000)  # a new symbol
+    no_heartbeat = poller.start_states(["BTCUSDT"], {"BTCUSDT": ResumePoint(last["a"], last["T"])}, T0)
+    assert no_heartbeat["BTCUSDT"].covered_from_ms == last["T"]
+
+
+def test_resume_points_are_checked_against_the_newest_id() -> None:
+    served = {"BTCUSDT": records(5, 1, seed=5, first_id=3_500_000_000)}
+    exchange = InMemoryExchange(served, poller.VirtualClock((T0 + 60_000) / 1000))
+    newest = served["BTCUSDT"][-1]["a"]
+    assert poller.check_resume(exchange, {"BTCUSDT": ResumePoint(newest - 10, T0)}, 1000) == {}
+    above = poller.check_resume(exchange, {"BTCUSDT": ResumePoint(newest + 5, T0)}, 1000)
+    assert "above Binance's newest" in above["BTCUSDT"]
+    far = poller.check_resume(exchange, {"BTCUSDT": ResumePoint(1_000_042, T0)}, 1000)  # a cassette's ids
+    assert "behind Binance's newest" in far["BTCUSDT"]
+
+
+def test_a_clean_stop_leaves_the_latest_coverage() -> None:
+    state = poller.SymbolState("BTCUSDT", T0, cursor=5, complete_before_ms=T0 + 30_000, announced_ms=T0 + 10_000)
+    assert poller.final_heartbeats([state]) == [Heartbeat("BTCUSDT", T0, T0 + 30_000)]
+    assert "BTCUSDT 30.0s" in poller.lag_report([state], T0 + 60_000)
