@@ -20,6 +20,7 @@ from pipeline.settings import Settings
 
 if TYPE_CHECKING:  # adapters are imported where used: `pipeline --help` must not load Kafka or Spark
     from pipeline.adapters.kafka_io import TradeSink
+    from pipeline.core.messages import ResumePoint
 
 
 def _stack(args: argparse.Namespace, settings: Settings) -> int:
@@ -117,23 +118,25 @@ def _produce(args: argparse.Namespace, settings: Settings) -> int:
                            timeout_s=(5.0, args.request_timeout))
     try:
         resume = kafka_io.resume_points(bootstrap, settings.topic, settings.symbols)
-        problems = poller.check_resume(client, resume, args.max_catch_up_ids)
+        problems = poller.check_resume(client, _announced(resume), args.max_catch_up_ids)
         if problems:  # the tail may hold a replay: read the whole partition for the true highest ids
             print("produce: resume points look implausible; scanning the whole topic", file=sys.stderr)
             resume = kafka_io.resume_points(bootstrap, settings.topic, settings.symbols, max_scan=None)
-            problems = poller.check_resume(client, resume, args.max_catch_up_ids)
+            problems = poller.check_resume(client, _announced(resume), args.max_catch_up_ids)
         if problems:
             raise ConfigError("; ".join(problems.values()) + f" (topic {settings.topic}: produce into a fresh "
                               "PIPELINE_TOPIC, or raise --max-catch-up-ids to walk the history)")
     except ExchangeError as exc:
         sink.close()
         raise ConfigError(f"{exc} (check PIPELINE_SYMBOLS)") from exc
+    except PipelineError:
+        sink.close()
+        raise
     states = poller.start_states(settings.symbols, resume, start_ms)
     for symbol, state in states.items():
-        point = resume.get(symbol)
-        where = (f"after agg id {point.last_agg_id} (already in Kafka)" if point else
-                 f"at {_iso(state.covered_from_ms)} (the start of the minute of the start point)")
-        print(f"{symbol}: resuming {where}", file=sys.stderr)
+        if symbol not in resume:
+            print(f"{symbol}: starting at {_iso(state.covered_from_ms)} (the start of the start point's minute)",
+                  file=sys.stderr)
     progress = producer.Progress(counters, detail=lambda: poller.lag_report(states.values(), int(time.time() * 1000)),
                                  quiet_every_s=10.0)
     items = poller.poll(client, states, counters, lag_ms=settings.watermark_seconds * 1000,
@@ -149,6 +152,12 @@ def _produce(args: argparse.Namespace, settings: Settings) -> int:
         sink.close()
         print(f"produce: {counters.summary()}", file=sys.stderr)
     return 0
+
+
+def _announced(resume: dict[str, ResumePoint]) -> dict[str, ResumePoint]:
+    for symbol, point in resume.items():
+        print(f"{symbol}: resuming after agg id {point.last_agg_id} (already in Kafka)", file=sys.stderr)
+    return resume
 
 
 def _iso(ms: int) -> str:

@@ -28,21 +28,6 @@ def window_start_ms(event_time_ms: int) -> int:
     return event_time_ms - event_time_ms % WINDOW_MS
 
 
-def watermark_ms(max_event_ms: int | None, delay_ms: int) -> int | None:
-    """The event-time watermark: a window ending at or before it can no longer receive a trade (is final).
-
-    Spark computes the same number for the next micro-batch (newest event time seen - delay) and drops later rows
-    for windows that end by it::
-
-        newest event 12:01:14, delay 10 s -> watermark 12:01:04 -> [12:00, 12:01) final, [12:01, 12:02) open
-    """
-    return None if max_event_ms is None else max_event_ms - delay_ms
-
-
-def is_final(window_end_ms: int, watermark: int | None) -> bool:
-    return watermark is not None and window_end_ms <= watermark
-
-
 @dataclasses.dataclass(frozen=True, slots=True)
 class Accumulator:
     """Everything needed to produce a window's row; ``merge`` is associative and commutative."""

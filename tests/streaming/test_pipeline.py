@@ -29,12 +29,12 @@ def test_bundled_fixtures_give_exactly_the_reference_rows(settings_for: Settings
     assert settings_for.mysql_url is not None
     trades = cassette_trades(CASSETTE)
     assert_rows_match(settings_for.mysql_url, trades)
-    assert "0 quarantined" in result.stdout
+    assert "0 quarantined" in result.stdout and "0 late trades" in result.stdout
     symbols = {r["symbol"] for r in mysql_store.read_windows(settings_for.mysql_url)}
     assert symbols == {"BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "ADAUSDT"}
 
     again = cli(settings_for, "process", "--until-idle")  # nothing new: nothing changes
-    assert "0 window rows written" in again.stdout
+    assert "0 window rows written" in again.stdout and "0 trades counted" in again.stdout
     assert_rows_match(settings_for.mysql_url, trades)
 
 
@@ -113,17 +113,19 @@ def test_malformed_messages_go_to_quarantine_and_the_job_goes_on(settings_for: S
         "price is not a decimal with at most 8 places", "invalid record: trade ids are -1",
         "not a JSON object with fields of the schema's types", "price is not a decimal with at most 8 places",
     ]), reasons
-    # No heartbeat was sent: windows the watermark passed are final, the newest ones are not (yet).
+    # No heartbeat was sent: nobody said a minute is complete, so none is final.
     rows = mysql_store.read_windows(url)
-    newest = max(t.event_time_ms for t in trades)
-    watermark = newest - settings_for.watermark_seconds * 1000
-    for row in rows:
-        assert row["is_final"] == int(row["end_time"] <= mysql_store.utc(watermark)), row
+    assert rows and not any(r["is_final"] for r in rows)
     assert_rows_match(url, trades, all_final=False)
 
-    # A heartbeat closes the rest; the numbers do not move.
+    # A heartbeat for another symbol closes nothing of this one; this symbol's own closes every covered minute.
+    newest = max(t.event_time_ms for t in trades)
     sink = kafka_io.TradeSink(bootstrap, settings_for.topic)
-    sink.send_heartbeat(messages.Heartbeat(newest + 60_000))
+    sink.send_heartbeat(messages.Heartbeat("BTCUSDT", 0, newest + 60_000))
+    sink.flush()
+    cli(settings_for, "process", "--until-idle")
+    assert not any(r["is_final"] for r in mysql_store.read_windows(url))
+    sink.send_heartbeat(messages.Heartbeat("ETHUSDT", trades[0].event_time_ms - 60_000, newest + 60_000))
     sink.flush()
     sink.close()
     cli(settings_for, "process", "--until-idle")
@@ -166,7 +168,7 @@ def _applied_batches(url: object) -> int:
 
 def test_a_batch_re_executed_after_a_crash_changes_nothing(settings_for: Settings, tmp_path: Path) -> None:
     """Spark re-runs a batch whose offsets were logged but whose commit was not (a crash between the two). The
-    crash is made exact here by deleting the last commit marker of both queries after a clean run. On pyspark
+    crash is made exact here by deleting the last commit marker after a clean run. On pyspark
     4.1.1 this is also the path that hits SPARK-55271, which the job survives by restarting the query."""
     trades = synthetic_trades("ADAUSDT", 1_735_689_600_000, 2_000, seed=41, spacing_ms=1_000)
     cli(settings_for, "replay", "--source", str(write_archive(tmp_path, "ADAUSDT", "2025-01-01", trades)))
@@ -174,10 +176,9 @@ def test_a_batch_re_executed_after_a_crash_changes_nothing(settings_for: Setting
     url = settings_for.mysql_url
     assert url is not None and settings_for.checkpoint_dir is not None
     before = mysql_store.read_windows(url)
-    for query in ("windows", "quarantine"):
-        commits = sorted((settings_for.checkpoint_dir / query / "commits").glob("[0-9]*"), key=lambda p: int(p.name))
-        commits[-1].unlink()
-        (commits[-1].parent / f".{commits[-1].name}.crc").unlink(missing_ok=True)  # Hadoop's checksum beside it
+    commits = sorted((settings_for.checkpoint_dir / "stream" / "commits").glob("[0-9]*"), key=lambda p: int(p.name))
+    commits[-1].unlink()
+    (commits[-1].parent / f".{commits[-1].name}.crc").unlink(missing_ok=True)  # Hadoop's checksum beside it
     again = cli(settings_for, "process", "--until-idle")
     assert "1 re-executed batches skipped" in again.stdout, again.stdout
     after = mysql_store.read_windows(url)

@@ -13,10 +13,10 @@ from chispa import assert_df_equality
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.core import messages, windows
+from pipeline.core import merging, messages, windows
 from pipeline.core.trades import Trade
 from pipeline.spark import transforms
-from pipeline.spark.job import accumulator
+from pipeline.spark.writer import collect_islands
 from tests.unit.strategies import trades
 
 WINDOW_SCHEMA = (
@@ -43,11 +43,12 @@ def kafka_rows(spark: Any, values: list[tuple[bytes, bytes]]) -> Any:
     return spark.createDataFrame([(k, v, "t", 0, i, now, 0) for i, (k, v) in enumerate(values)], KAFKA_SCHEMA)
 
 
-def spark_windows(spark: Any, values: list[tuple[bytes, bytes]], watermark_seconds: int = 10) -> Any:
+def spark_windows(spark: Any, values: list[tuple[bytes, bytes]]) -> Any:
+    """The job's path for one batch into an empty store: Spark's islands, merged by the writer's core logic."""
     classified = transforms.classify(transforms.parse(kafka_rows(spark, values)))
-    aggregated = transforms.aggregate(transforms.to_events(classified, watermark_seconds), None).collect()
-    rows = [windows.result(r["symbol"], int(r["start_ms"]), accumulator(r)) for r in aggregated
-            if r["symbol"] != transforms.HEARTBEAT_SYMBOL]
+    outcomes, exact = merging.plan({}, {}, collect_islands(transforms.trades(classified)))
+    assert not exact  # one batch into an empty store: nothing was held before
+    rows = [windows.result(k[0], k[1], o.acc) for k, o in outcomes.items()]
     return spark.createDataFrame([dataclasses.astuple(r) for r in rows], WINDOW_SCHEMA)
 
 
@@ -72,16 +73,17 @@ def test_spark_and_the_reference_agree(spark: Any, ts: list[Trade], repeats: lis
     values += [messages.encode_trade(ts[i % len(ts)]) for i in repeats]  # redelivered: counted once
     values += [messages.encode_trade(invalid(ts[i % len(ts)])) for i in invalids]  # Binance's invalid records
     if heartbeat:  # heartbeats never become rows
-        values.append(messages.encode_heartbeat(messages.Heartbeat(max(t.event_time_ms for t in ts))))
+        values.append(messages.encode_heartbeat(messages.Heartbeat(ts[0].symbol, 0, max(t.event_time_ms for t in ts))))
     expected_input = ts + [invalid(ts[i % len(ts)]) for i in invalids]
     assert_df_equality(spark_windows(spark, values), reference_windows(spark, expected_input),
                        ignore_row_order=True)
 
 
 def test_a_worked_example_through_spark(spark: Any) -> None:
-    t = [Trade("BTCUSDT", 7, Decimal("10"), Decimal("1"), 100, 101, 60_500, False, True),
-         Trade("BTCUSDT", 5, Decimal("30"), Decimal("2"), 90, 90, 60_100, True, True),
-         Trade("BTCUSDT", 6, Decimal("20"), Decimal("3"), 95, 99, 60_200, False, True)]
+    minute = 1_767_268_860_000  # 2026-01-01T12:01:00Z
+    t = [Trade("BTCUSDT", 7, Decimal("10"), Decimal("1"), 100, 101, minute + 500, False, True),
+         Trade("BTCUSDT", 5, Decimal("30"), Decimal("2"), 90, 90, minute + 100, True, True),
+         Trade("BTCUSDT", 6, Decimal("20"), Decimal("3"), 95, 99, minute + 200, False, True)]
     got = spark_windows(spark, [messages.encode_trade(x) for x in t]).collect()
     assert len(got) == 1
     row = got[0]

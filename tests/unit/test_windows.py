@@ -74,14 +74,3 @@ def test_window_invariants(ts: list[Trade]) -> None:
         assert row.volume == sum(t.quantity for t in inside)
         assert row.open_price == min(inside, key=lambda t: t.agg_id).price
         assert row.close_price == max(inside, key=lambda t: t.agg_id).price
-
-
-def test_watermark_and_finality() -> None:
-    minute = 60_000
-    newest = 12 * 3_600_000 + minute + 14_000  # 12:01:14
-    mark = windows.watermark_ms(newest, 10_000)
-    assert mark == 12 * 3_600_000 + minute + 4_000  # 12:01:04
-    assert windows.is_final(12 * 3_600_000 + minute, mark)  # [12:00, 12:01) ends before it
-    assert not windows.is_final(12 * 3_600_000 + 2 * minute, mark)  # [12:01, 12:02) is still open
-    assert windows.is_final(mark, mark)  # a window ending exactly at the watermark is final
-    assert windows.watermark_ms(None, 10_000) is None and not windows.is_final(0, None)
