@@ -118,11 +118,11 @@ def _produce(args: argparse.Namespace, settings: Settings) -> int:
                            timeout_s=(5.0, args.request_timeout))
     try:
         resume = kafka_io.resume_points(bootstrap, settings.topic, settings.symbols)
-        problems = poller.check_resume(client, _announced(resume), args.max_catch_up_ids)
+        problems = poller.check_resume(client, _announced(resume), args.max_catch_up_ids, counters, stop=stop)
         if problems:  # the tail may hold a replay: read the whole partition for the true highest ids
             print("produce: resume points look implausible; scanning the whole topic", file=sys.stderr)
             resume = kafka_io.resume_points(bootstrap, settings.topic, settings.symbols, max_scan=None)
-            problems = poller.check_resume(client, _announced(resume), args.max_catch_up_ids)
+            problems = poller.check_resume(client, _announced(resume), args.max_catch_up_ids, counters, stop=stop)
         if problems:
             raise ConfigError("; ".join(problems.values()) + f" (topic {settings.topic}: produce into a fresh "
                               "PIPELINE_TOPIC, or raise --max-catch-up-ids to walk the history)")

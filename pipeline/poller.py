@@ -172,14 +172,37 @@ def lag_report(states: Iterable[SymbolState], now_ms: int) -> str:
     return "behind now: " + " ".join(f"{s.symbol} {s.behind_ms(now_ms) / 1000:.1f}s" for s in states)
 
 
-def check_resume(source: TradeSource, resume: Mapping[str, ResumePoint],
-                 max_catch_up_ids: int) -> dict[str, str]:
+def _newest_page(source: TradeSource, symbol: str, counters: Counters, sleep: Callable[[float], None],
+                 stop: Callable[[], bool]) -> Page | None:
+    """``limit=1``: the newest trade, asked until Binance answers (the same waits as ``poll``); None if stopped."""
+    failures = 0
+    while not stop():
+        try:
+            return source.agg_trades(symbol, limit=1)
+        except RateLimited as exc:
+            counters.exchange_errors += 1
+            log.warning("%s; sending nothing until it passes", exc)
+            sleep(exc.retry_after_s)
+        except ExchangeUnavailable as exc:
+            counters.exchange_errors += 1
+            failures += 1
+            wait = min(MAX_BACKOFF_S, 2.0 ** min(failures, 5))
+            log.warning("%s; trying again in %.0fs", exc, wait)
+            sleep(wait)
+    return None
+
+
+def check_resume(source: TradeSource, resume: Mapping[str, ResumePoint], max_catch_up_ids: int,
+                 counters: Counters | None = None, sleep: Callable[[float], None] = time.sleep,
+                 stop: Callable[[], bool] = lambda: False) -> dict[str, str]:
     """Compare each resume point with the exchange's newest agg id (one request per symbol); returns the
     implausible ones with the reason. An id above the newest cannot be Binance's (foreign data in the topic); one
     far below it means the topic's tail is not this producer's (a replay after it?) or a very long downtime."""
     problems = {}
     for symbol, point in resume.items():
-        page = source.agg_trades(symbol, limit=1)
+        page = _newest_page(source, symbol, counters or Counters(), sleep, stop)
+        if page is None:
+            break
         newest = max((r["a"] for r in page.records if isinstance(r, dict) and type(r.get("a")) is int), default=None)
         if newest is None:
             continue

@@ -15,8 +15,8 @@ def env_for(settings: Settings, **extra: str) -> dict[str, str]:
     assert settings.kafka_bootstrap and settings.mysql_url
     env.update(PIPELINE_KAFKA_BOOTSTRAP=settings.kafka_bootstrap, PIPELINE_MYSQL_URL=settings.mysql_url.render(),
                PIPELINE_TOPIC=settings.topic, PIPELINE_CACHE_DIR=str(settings.cache_dir),
-               PIPELINE_WATERMARK_SECONDS=str(settings.watermark_seconds), PIPELINE_STATE_DIR=str(settings.state_dir),
-               **extra)
+               PIPELINE_WATERMARK_SECONDS=str(settings.watermark_seconds), PIPELINE_STATE_DIR=str(settings.state_dir))
+    env.update(extra)
     if settings.checkpoint_dir is not None:
         env["PIPELINE_CHECKPOINT_DIR"] = str(settings.checkpoint_dir)
     return env

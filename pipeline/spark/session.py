@@ -77,8 +77,6 @@ def spark_session(cache_dir: Path, app_name: str = "pipeline", master: str | Non
         builder
         # Frozen into the checkpoint at the first run: keep it small on small machines (default 200).
         .config("spark.sql.shuffle.partitions", str(shuffle_partitions))
-        .config("spark.sql.streaming.stateStore.providerClass",
-                "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider")
         .config("spark.sql.session.timeZone", "UTC")
         # Decimal products and sums must never be rounded to fit: fail (null) rather than lose digits.
         .config("spark.sql.decimalOperations.allowPrecisionLoss", "false")

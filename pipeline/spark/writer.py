@@ -28,7 +28,7 @@ from pipeline.settings import MysqlUrl
 from pipeline.spark import transforms
 
 log = logging.getLogger(__name__)
-QUERY = "windows"
+QUERY = "stream"  # its ledger rows; not "windows", the stateful query of schema 1, whose batch ids differ
 
 
 @dataclasses.dataclass

@@ -89,10 +89,11 @@ def test_live_catch_up_kill_outage_faults_and_sigterm_lose_nothing(settings_for:
             time.sleep(0.2)
         freeze_ms = int(time.time() * 1000) + 500
         sim.freeze(freeze_ms)  # the market goes quiet: every minute up to the freeze can close
-        served = [t for t in sim.all_trades() if t.event_time_ms >= start_ms]
-        expected = expected_rows(served)
         deadline = time.monotonic() + 150
         while time.monotonic() < deadline:
+            # What the server made visible so far (it generates trades as its clock passes them).
+            served = [t for t in sim.all_trades() if t.event_time_ms >= start_ms]
+            expected = expected_rows(served)
             state = _state(url)
             if set(expected) <= set(state) and all(state[k] for k in expected):
                 break
@@ -108,7 +109,9 @@ def test_live_catch_up_kill_outage_faults_and_sigterm_lose_nothing(settings_for:
                 proc.kill()
         sim.stop()
 
-    assert len({t.symbol for t in served}) == len(MARKETS)
+    served = [t for t in sim.all_trades() if t.event_time_ms >= start_ms]
+    assert max(t.event_time_ms for t in served) < freeze_ms and len({t.symbol for t in served}) == len(MARKETS)
+    expected = expected_rows(served)
     assert_rows_match(url, served)  # every minute exact and final
     with mysql_store.transaction(url) as cur:
         cur.execute("SELECT COALESCE(SUM(late_trades), 0), COALESCE(SUM(trades_merged), 0) FROM pipeline_batches")

@@ -160,7 +160,7 @@ def test_sigkill_mid_stream_and_restart_gives_identical_rows(settings_for: Setti
 def _applied_batches(url: object) -> int:
     try:
         with mysql_store.transaction(url) as cur:  # type: ignore[arg-type]
-            cur.execute("SELECT COUNT(*) FROM pipeline_batches WHERE query_name = 'windows' AND rows_written > 0")
+            cur.execute("SELECT COUNT(*) FROM pipeline_batches WHERE query_name = 'stream' AND rows_written > 0")
             return int(cur.fetchone()[0])
     except Exception:  # noqa: BLE001 - the schema may not exist yet
         return 0

@@ -129,3 +129,13 @@ def test_a_clean_stop_leaves_the_latest_coverage() -> None:
     state = poller.SymbolState("BTCUSDT", T0, cursor=5, complete_before_ms=T0 + 30_000, announced_ms=T0 + 10_000)
     assert poller.final_heartbeats([state]) == [Heartbeat("BTCUSDT", T0, T0 + 30_000)]
     assert "BTCUSDT 30.0s" in poller.lag_report([state], T0 + 60_000)
+
+
+def test_the_resume_check_waits_out_faults_like_polling_does() -> None:
+    served = {"BTCUSDT": records(5, 1, seed=6)}
+    clock = poller.VirtualClock((T0 + 60_000) / 1000)
+    exchange = InMemoryExchange(served, clock, [RateLimited("429", 2.0, banned=False), BadAnswer("<html>")])
+    counters = producer.Counters()
+    newest = served["BTCUSDT"][-1]["a"]
+    assert poller.check_resume(exchange, {"BTCUSDT": ResumePoint(newest, T0)}, 10, counters, sleep=clock.sleep) == {}
+    assert counters.exchange_errors == 2 and len(exchange.calls) == 3
