@@ -186,3 +186,36 @@ def test_a_batch_re_executed_after_a_crash_changes_nothing(settings_for: Setting
         [{k: v for k, v in r.items() if k != "updated_at"} for r in before]
     assert [r["updated_at"] for r in after] == [r["updated_at"] for r in before]  # not even rewritten
     assert_rows_match(url, trades)
+
+
+def test_producers_on_one_topic_neither_close_nor_drop_each_others_windows(settings_for: Settings,
+                                                                             tmp_path: Path) -> None:
+    """One producer's coverage of a later day must not make another's earlier trades late, nor close the windows
+    of a symbol it does not cover. (One watermark per query dropped all of the second replay here.)"""
+    url = settings_for.mysql_url
+    assert url is not None
+    day1, day2 = 1_735_689_600_000, 1_735_776_000_000
+    btc = synthetic_trades("BTCUSDT", day2, 1500, seed=51, spacing_ms=3_000)
+    eth = synthetic_trades("ETHUSDT", day1, 1500, seed=52, spacing_ms=3_000)
+    sol = synthetic_trades("SOLUSDT", day1 + 600_000, 200, seed=53, spacing_ms=2_000)
+    cli(settings_for, "replay", "--source", str(write_archive(tmp_path, "BTCUSDT", "2025-01-02", btc)))
+    cli(settings_for, "process", "--until-idle")
+    # A second producer, a day behind in event time, after the first one's data was processed.
+    cli(settings_for, "replay", "--source", str(write_archive(tmp_path, "ETHUSDT", "2025-01-01", eth)))
+    # A third publishes SOLUSDT trades and (yet) no coverage for them.
+    bootstrap = settings_for.kafka_bootstrap or ""
+    sink = kafka_io.TradeSink(bootstrap, settings_for.topic)
+    for t in sol:
+        sink.send_trade(t)
+    sink.flush()
+    result = cli(settings_for, "process", "--until-idle")
+    assert "0 late trades" in result.stdout, result.stdout
+    assert_rows_match(url, btc + eth + sol, all_final=False)
+    rows = mysql_store.read_windows(url)
+    assert all(r["is_final"] for r in rows if r["symbol"] != "SOLUSDT")
+    assert not any(r["is_final"] for r in rows if r["symbol"] == "SOLUSDT")  # nobody covered them
+    sink.send_heartbeat(messages.Heartbeat("SOLUSDT", day1, day1 + 86_400_000))
+    sink.flush()
+    sink.close()
+    cli(settings_for, "process", "--until-idle")
+    assert_rows_match(url, btc + eth + sol)  # all exact and final now

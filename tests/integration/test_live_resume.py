@@ -1,0 +1,76 @@
+"""``pipeline produce --mode live`` against a simulated Binance and a real Kafka: where a restart resumes."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from decimal import Decimal
+from pathlib import Path
+
+from pipeline.adapters import kafka_io
+from pipeline.core.trades import Trade
+from pipeline.settings import Settings
+from tests.archive_builder import synthetic_trades, write_archive
+from tests.cli_helpers import env_for
+from tests.cli_helpers import ok as cli
+from tests.kafka_helpers import trades_in
+from tests.sim_binance import SimBinance, SimMarket
+
+BTC = SimMarket("BTCUSDT", 8.0, Decimal("97000"), Decimal("0.01"), Decimal("0.00001"), 20000, 3_500_000_000,
+                5_100_000_000)
+
+
+def _produce_for(settings: Settings, base_url: str, start_ms: int, seconds: float, log: Path) -> str:
+    """Run the live producer for ``seconds``, stop it with SIGTERM, require exit 0; returns its output."""
+    env = env_for(settings, PIPELINE_SYMBOLS="BTCUSDT", PIPELINE_WATERMARK_SECONDS="2")
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline", "produce", "--mode", "live", "--start",
+                                 str(start_ms), "--base-url", base_url, "--poll-interval", "0.2"],
+                                env=env, stdout=out, stderr=subprocess.STDOUT)
+        time.sleep(seconds)
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=60)
+    text = log.read_text()
+    assert code == 0, text[-3000:]
+    return text
+
+
+def test_a_restart_after_a_replay_into_the_live_topic_resumes_at_the_true_highest_id(
+        settings_for: Settings, tmp_path: Path) -> None:
+    now_ms = int(time.time() * 1000)
+    start_ms = now_ms - now_ms % 60_000 - 120_000
+    with SimBinance([BTC], seed=3, history_start_ms=start_ms - 60_000) as sim:
+        _produce_for(settings_for, sim.base_url, start_ms, 6, tmp_path / "first.log")
+        # docker compose's own example: a replay into the live topic puts far lower ids at the partition's tail.
+        old = synthetic_trades("BTCUSDT", 1_735_689_600_000, 3000, seed=7, first_agg_id=1_000)
+        cli(settings_for, "replay", "--source", str(write_archive(tmp_path, "BTCUSDT", "2025-01-01", old)))
+        second = _produce_for(settings_for, sim.base_url, start_ms, 6, tmp_path / "second.log")
+        served = [t.agg_id for t in sim.served_trades("BTCUSDT") if t.event_time_ms >= start_ms]
+    assert "scanning the whole topic" in second
+    live = [t.agg_id for t in trades_in(settings_for.kafka_bootstrap or "", settings_for.topic)
+            if t.agg_id >= BTC.first_agg_id]
+    assert live == sorted(set(live)), "a live trade was published twice"
+    # Everything Binance served since the start, once (minus its invalid records), and nothing else.
+    valid = {t.agg_id for t in sim.served_trades("BTCUSDT") if t.first_trade_id != -1}
+    assert set(live) == {i for i in served if i in valid}
+
+
+def test_a_foreign_id_above_binances_newest_is_a_clear_error(settings_for: Settings, tmp_path: Path) -> None:
+    bootstrap = settings_for.kafka_bootstrap or ""
+    kafka_io.ensure_topic(bootstrap, settings_for.topic)
+    sink = kafka_io.TradeSink(bootstrap, settings_for.topic)
+    sink.send_trade(Trade("BTCUSDT", 9_000_000_000, Decimal("1"), Decimal("1"), 1, 1, 1_767_268_800_000, False, True))
+    sink.flush()
+    sink.close()
+    now_ms = int(time.time() * 1000)
+    with SimBinance([BTC], seed=4, history_start_ms=now_ms - 60_000) as sim:
+        sim_url = sim.base_url
+        env = env_for(settings_for, PIPELINE_SYMBOLS="BTCUSDT")
+        result = subprocess.run([sys.executable, "-m", "pipeline", "produce", "--mode", "live", "--base-url",
+                                 sim_url], env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert "9000000000" in last and "above Binance's newest" in last and "fresh" in last
+    assert len(trades_in(bootstrap, settings_for.topic)) == 1  # nothing was published
