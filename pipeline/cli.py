@@ -57,6 +57,11 @@ def _stack(args: argparse.Namespace, settings: Settings) -> int:
 
 def _stop_flag() -> Callable[[], bool]:
     """SIGINT/SIGTERM ask the loop to stop after the current step; it then flushes and exits cleanly."""
+    return _stop_event().is_set
+
+
+def _stop_event() -> threading.Event:
+    """The stop flag as an event: ``wait`` is a sleep that a signal cuts short (a ban's wait can be hours)."""
     stopping = threading.Event()
 
     def handler(signum: int, _frame: object) -> None:
@@ -65,7 +70,7 @@ def _stop_flag() -> Callable[[], bool]:
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
-    return stopping.is_set
+    return stopping
 
 
 def _parse_time_ms(raw: str) -> int:
@@ -111,18 +116,23 @@ def _produce(args: argparse.Namespace, settings: Settings) -> int:
     if args.poll_interval <= 0 or args.request_timeout <= 0 or not 0 < args.weight_budget <= 6000:
         raise ConfigError("--poll-interval and --request-timeout must be above 0, --weight-budget in 1..6000")
     start_ms = _parse_time_ms(args.start) if args.start else int(time.time() * 1000)
-    stop = _stop_flag()
+    stopping = _stop_event()
+    stop = stopping.is_set
+
+    def sleep(seconds: float) -> None:
+        stopping.wait(seconds)
+
     bootstrap, sink = _sink(settings)
     counters = producer.Counters()
     client = BinanceClient(session=make_session(), base_url=args.base_url, weight_budget=args.weight_budget,
-                           timeout_s=(5.0, args.request_timeout))
+                           timeout_s=(5.0, args.request_timeout), sleep=sleep)
     try:
         resume = kafka_io.resume_points(bootstrap, settings.topic, settings.symbols)
-        problems = poller.check_resume(client, _announced(resume), args.max_catch_up_ids, counters, stop=stop)
+        problems = poller.check_resume(client, _announced(resume), args.max_catch_up_ids, counters, sleep, stop)
         if problems:  # the tail may hold a replay: read the whole partition for the true highest ids
             print("produce: resume points look implausible; scanning the whole topic", file=sys.stderr)
             resume = kafka_io.resume_points(bootstrap, settings.topic, settings.symbols, max_scan=None)
-            problems = poller.check_resume(client, _announced(resume), args.max_catch_up_ids, counters, stop=stop)
+            problems = poller.check_resume(client, _announced(resume), args.max_catch_up_ids, counters, sleep, stop)
         if problems:
             raise ConfigError("; ".join(problems.values()) + f" (topic {settings.topic}: produce into a fresh "
                               "PIPELINE_TOPIC, or raise --max-catch-up-ids to walk the history)")
@@ -140,7 +150,7 @@ def _produce(args: argparse.Namespace, settings: Settings) -> int:
     progress = producer.Progress(counters, detail=lambda: poller.lag_report(states.values(), int(time.time() * 1000)),
                                  quiet_every_s=10.0)
     items = poller.poll(client, states, counters, lag_ms=settings.watermark_seconds * 1000,
-                        poll_interval_s=args.poll_interval, stop=stop, on_answer=progress.tick)
+                        poll_interval_s=args.poll_interval, sleep=sleep, stop=stop, on_answer=progress.tick)
     try:
         producer.publish(items, sink, Sequencer({s: p.last_agg_id for s, p in resume.items()}), counters,
                          progress=progress, stop=stop, batch_size=1000)

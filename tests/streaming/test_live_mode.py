@@ -61,7 +61,8 @@ def test_live_catch_up_kill_outage_faults_and_sigterm_lose_nothing(settings_for:
     base_url = sim.start()
     env = env_for(settings_for, PIPELINE_SYMBOLS=",".join(m.symbol for m in MARKETS),
                   PIPELINE_WATERMARK_SECONDS=str(LAG_SECONDS))
-    produce = ["produce", "--mode", "live", "--start", str(start_ms), "--base-url", base_url,
+    produce = ["produce", "--mode", "live", "--start", str(start_ms + 17_000),  # mid-minute: rounded down
+               "--base-url", base_url,
                "--poll-interval", "0.5", "--request-timeout", "1"]
     logs = {name: tmp_path / f"{name}.log" for name in ("process", "produce")}
     processor = _spawn(["process", "--trigger-seconds", "0.5"], env, logs["process"])
