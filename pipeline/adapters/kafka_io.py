@@ -14,6 +14,7 @@ from typing import Any
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.partitioner.default import murmur2
 
 from pipeline.core import messages
 from pipeline.core.trades import Trade, id_ranges
@@ -122,7 +123,13 @@ def _trades_between(consumer: KafkaConsumer, tp: TopicPartition, lower: int, upp
             yield message
 
 
-def _scan(bootstrap: str, topic: str, visit: Callable[[KafkaConsumer, TopicPartition, int, int], None]) -> None:
+def home_partition(symbol: str, partitions: int) -> int:
+    """Where the producer's default partitioner (murmur2 of the key, as Java's) puts a symbol's messages."""
+    return (murmur2(symbol.encode()) & 0x7FFFFFFF) % partitions
+
+
+def _scan(bootstrap: str, topic: str,
+          visit: Callable[[KafkaConsumer, TopicPartition, int, int, int], None]) -> None:
     try:
         consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
                                  bootstrap_timeout_ms=10_000, request_timeout_ms=30_000)
@@ -135,7 +142,7 @@ def _scan(bootstrap: str, topic: str, visit: Callable[[KafkaConsumer, TopicParti
         begins, ends = consumer.beginning_offsets(tps), consumer.end_offsets(tps)
         for tp in tps:
             consumer.assign([tp])
-            visit(consumer, tp, begins[tp], ends[tp])
+            visit(consumer, tp, begins[tp], ends[tp], len(tps))
     except KafkaError as exc:
         raise _unreachable(bootstrap, exc) from exc
     finally:
@@ -147,19 +154,20 @@ def resume_points(bootstrap: str, topic: str, symbols: Iterable[str],
     """Per symbol: the highest agg id in ``topic`` (with its trade's time) and the newest coverage a heartbeat
     declared. Where a restarted producer resumes.
 
-    Every partition is read backwards from its end in growing steps (messages of other keys are not decoded)
-    until each wanted symbol's trades and a heartbeat of it were seen, and the highest id among everything read
-    wins; ``max_scan`` bounds the messages read per partition (``None``: the whole partition). A caller that
-    finds the answer implausible (far behind the exchange) asks again with ``max_scan=None``.
+    Every partition is read backwards from its end in growing steps (messages of other keys are not decoded).
+    A symbol's home partition (where its key hashes) is read until its trades and a heartbeat of it were seen,
+    other partitions only at their tail (foreign copies count too); the highest id among everything read wins.
+    ``max_scan`` bounds the messages read per partition (``None``: the whole partition). A caller that finds the
+    answer implausible (far behind the exchange) asks again with ``max_scan=None``.
     """
     wanted = set(symbols)
     keys = {s.encode() for s in wanted}
     last: dict[str, Trade] = {}
     covered: dict[str, int] = {}
 
-    def visit(consumer: KafkaConsumer, tp: TopicPartition, begin: int, end: int) -> None:
+    def visit(consumer: KafkaConsumer, tp: TopicPartition, begin: int, end: int, partitions: int) -> None:
+        home = {s for s in wanted if home_partition(s, partitions) == tp.partition}
         step, upper = 1000, end
-        seen_here: set[str] = set()
         while upper > begin and (max_scan is None or end - upper < max_scan):
             lower = max(begin, upper - step)
             for message in _messages_between(consumer, tp, lower, upper, keys):
@@ -167,14 +175,11 @@ def resume_points(bootstrap: str, topic: str, symbols: Iterable[str],
                     if message.symbol in wanted and (message.symbol not in last
                                                      or message.agg_id > last[message.symbol].agg_id):
                         last[message.symbol] = message
-                    seen_here.add(message.symbol)
                 elif message.symbol in wanted:
                     covered[message.symbol] = max(covered.get(message.symbol, 0), message.complete_before_ms)
             upper, step = lower, step * 4
-            if max_scan is not None and seen_here and all(s in covered for s in seen_here):
-                return  # this partition's symbols are found, with their coverage
-            if max_scan is not None and not seen_here and end - upper >= 1000:
-                return  # a partition without these symbols in its tail: none of ours
+            if max_scan is not None and all(s in last and s in covered for s in home):
+                return  # every symbol living here is found, with its coverage (a partition of none: its tail)
 
     _scan(bootstrap, topic, visit)
     return {s: messages.ResumePoint(t.agg_id, t.event_time_ms, covered.get(s)) for s, t in last.items()}
@@ -190,7 +195,7 @@ def published_ranges(bootstrap: str, topic: str, symbols: Iterable[str]) -> dict
     precede what was published before."""
     wanted, ids = set(symbols), defaultdict[str, list[int]](list)
 
-    def visit(consumer: KafkaConsumer, tp: TopicPartition, begin: int, end: int) -> None:
+    def visit(consumer: KafkaConsumer, tp: TopicPartition, begin: int, end: int, _partitions: int) -> None:
         for trade in _trades_between(consumer, tp, begin, end):
             if trade.symbol in wanted:
                 ids[trade.symbol].append(trade.agg_id)

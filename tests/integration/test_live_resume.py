@@ -10,12 +10,13 @@ from decimal import Decimal
 from pathlib import Path
 
 from pipeline.adapters import kafka_io
+from pipeline.core import messages
 from pipeline.core.trades import Trade
 from pipeline.settings import Settings
 from tests.archive_builder import synthetic_trades, write_archive
 from tests.cli_helpers import env_for
 from tests.cli_helpers import ok as cli
-from tests.kafka_helpers import trades_in
+from tests.kafka_helpers import read_all, trades_in
 from tests.sim_binance import SimBinance, SimMarket
 
 BTC = SimMarket("BTCUSDT", 8.0, Decimal("97000"), Decimal("0.01"), Decimal("0.00001"), 20000, 3_500_000_000,
@@ -74,3 +75,24 @@ def test_a_foreign_id_above_binances_newest_is_a_clear_error(settings_for: Setti
     last = result.stderr.strip().splitlines()[-1]
     assert "9000000000" in last and "above Binance's newest" in last and "fresh" in last
     assert len(trades_in(bootstrap, settings_for.topic)) == 1  # nothing was published
+
+
+def test_a_quiet_symbol_behind_a_busy_one_in_its_partition_is_still_found(settings_for: Settings) -> None:
+    bootstrap = settings_for.kafka_bootstrap or ""
+    kafka_io.ensure_topic(bootstrap, settings_for.topic)
+    quiet, busy = "ADAUSDT", "BTCUSDT"  # both hash to the same one of 3 partitions (with ETHUSDT)
+    assert kafka_io.home_partition(quiet, 3) == kafka_io.home_partition(busy, 3)
+    t0 = 1_767_268_800_000
+    sink = kafka_io.TradeSink(bootstrap, settings_for.topic)
+    sink.send_trade(Trade(quiet, 77, Decimal("1"), Decimal("1"), 1, 1, t0, False, True))
+    sink.send_heartbeat(messages.Heartbeat(quiet, t0 - 60_000, t0 + 5_000))
+    for i in range(6_000):  # the busy symbol fills the partition's tail after it
+        sink.send_trade(Trade(busy, 1_000 + i, Decimal("1"), Decimal("1"), i, i, t0 + i, False, True))
+    sink.send_heartbeat(messages.Heartbeat(busy, t0, t0 + 6_000))
+    sink.flush()
+    sink.close()
+    points = kafka_io.resume_points(bootstrap, settings_for.topic, [quiet, busy, "SOLUSDT"])
+    assert points == {quiet: messages.ResumePoint(77, t0, t0 + 5_000), busy: messages.ResumePoint(6_999, t0 + 5_999,
+                                                                                                   t0 + 6_000)}
+    partitions = {k: p for p, _, k, _ in read_all(bootstrap, settings_for.topic)}
+    assert partitions == {s.encode(): kafka_io.home_partition(s, 3) for s in (quiet, busy)}  # as the producer put them
