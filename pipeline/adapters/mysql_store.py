@@ -76,7 +76,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
     ),
     (
-        # ADR-6: the window state lives here, not in Spark. Rows written by schema 1 have NULL state and are
+        # ADR-9: the window state lives here, not in Spark. Rows written by schema 1 have NULL state and are
         # treated as closed (they cannot be merged exactly).
         """ALTER TABLE moving_averages
             ADD COLUMN price_sum DECIMAL(38,8) NULL COMMENT 'exact sum of aggTrade prices (merge state)',

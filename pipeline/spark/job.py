@@ -5,7 +5,7 @@ become exact per-minute islands in Spark and are merged into the windows MySQL h
 in quarantine with their reason, heartbeats extend each symbol's known-complete coverage, and covered windows turn
 final, all in one transaction with a ledger row, so a batch Spark re-executes after a crash changes nothing.
 
-There is no event-time watermark in Spark (ADR-6): a window is final when a producer declared its minute complete
+There is no event-time watermark in Spark (ADR-9): a window is final when a producer declared its minute complete
 for its symbol, never because another symbol's or another producer's trades ran ahead::
 
     BTCUSDT trades  12:00:05 ... 12:00:59 | heartbeat BTCUSDT [11:58:00, 12:01:00)  -> BTCUSDT 12:00 final

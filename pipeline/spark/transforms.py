@@ -7,7 +7,7 @@
 The job keeps no window state in Spark (no watermark, no state store): each batch is reduced to *islands*, per
 (symbol, minute), runs of consecutive agg ids with the exact sums, counts and OHLC of their trades, and the
 driver merges them into the windows MySQL holds (``pipeline.core.merging``). So a trade is never dropped because
-another symbol, another producer or a catch-up ran ahead in event time (ADR-6).
+another symbol, another producer or a catch-up ran ahead in event time (ADR-9).
 
     agg ids in one minute of a batch:  101 102 103 | 105 106   (104 was Binance's invalid record, or a gap)
     islands:                           101..103      105..106
