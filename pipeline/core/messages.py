@@ -21,7 +21,7 @@ import dataclasses
 import json
 from decimal import Decimal
 
-from pipeline.core.trades import MalformedTrade, Trade, parse_rest
+from pipeline.core.trades import MAX_TIME_MS, MIN_TIME_MS, MalformedTrade, Trade, is_symbol, parse_rest
 
 SCHEMA_VERSION = 1
 
@@ -70,25 +70,27 @@ def _plain(value: Decimal) -> str:
 
 def decode(raw: bytes) -> Trade | Heartbeat:
     try:
-        value = json.loads(raw)
+        value = json.loads(raw, parse_float=Decimal)  # exact, as the Spark job reads a number's text
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedMessage(f"not JSON: {raw[:200]!r}") from exc
     if not isinstance(value, dict):
         raise MalformedMessage(f"not a JSON object: {raw[:200]!r}")
-    if value.get("v") != SCHEMA_VERSION:
+    if not _is_int(value.get("v")) or value.get("v") != SCHEMA_VERSION:
         raise MalformedMessage(f"unsupported schema version {value.get('v')!r}: {raw[:200]!r}")
     kind = value.get("type")
     if kind == "heartbeat":
         t, start, symbol = value.get("T"), value.get("from"), value.get("s")
-        if not isinstance(symbol, str) or not symbol:
-            raise MalformedMessage(f"heartbeat without a symbol: {raw[:200]!r}")
-        if not _is_int(t) or not _is_int(start) or not 0 <= start <= t:  # type: ignore[operator]
-            raise MalformedMessage(f"heartbeat needs integers 0 <= from <= T: {raw[:200]!r}")
+        if not isinstance(symbol, str) or not is_symbol(symbol):
+            raise MalformedMessage(f"heartbeat without a valid symbol: {raw[:200]!r}")
+        if not _is_int(t) or not _is_int(start) or not 0 <= start <= t < MAX_TIME_MS:  # type: ignore[operator]
+            raise MalformedMessage(f"heartbeat needs integers 0 <= from <= T, T before 2100: {raw[:200]!r}")
+        if t < MIN_TIME_MS:  # type: ignore[operator]
+            raise MalformedMessage(f"heartbeat T must be after 2017: {raw[:200]!r}")
         return Heartbeat(symbol, start, t)  # type: ignore[arg-type]
     if kind != "trade":
         raise MalformedMessage(f"unknown message type {kind!r}: {raw[:200]!r}")
     symbol = value.get("s")
-    if not isinstance(symbol, str) or not symbol:
+    if not isinstance(symbol, str):
         raise MalformedMessage(f"trade without a symbol: {raw[:200]!r}")
     try:
         return parse_rest(symbol, value)

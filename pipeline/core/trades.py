@@ -20,15 +20,26 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from pipeline.errors import InputError
 
+# The one set of validation rules: the producer, the archive reader and the Spark job (``pipeline.spark.transforms``
+# imports these) accept exactly the same trades, and every accepted one can be written to MySQL.
 # Exact decimals with these bounds fit Spark DECIMAL(18, 8) and MySQL DECIMAL(18, 8) without rounding.
 PRICE_SCALE = 8
 MAX_INTEGER_DIGITS = 10
+# price x quantity per aggTrade (far above any real one): 10^7 of them in a minute still fit quote_volume's
+# DECIMAL(38, 16) (22 integer digits), so no window sum can overflow.
+MAX_NOTIONAL = 10**15
+MIN_TIME_MS = 1_483_228_800_000  # 2017-01-01: before Binance existed
+MAX_TIME_MS = 4_102_444_800_000  # 2100-01-01: no ms timestamp a clock produces today; µs ones are far above it
+MAX_ID = 2**53  # agg and trade ids: exact in JSON doubles, and sums of counts cannot overflow a BIGINT
+SYMBOL_PATTERN = "^(?=.*[A-Z])[A-Z0-9]{2,20}$"  # as Binance spells spot symbols (a letter at least); VARCHAR(20)
+_SYMBOL = re.compile(SYMBOL_PATTERN)
 _MICROS_THRESHOLD = 10**14  # ms timestamps stay below this until the year 5138; µs ones are above it since 1973
 
 
@@ -58,7 +69,9 @@ class Trade:
 
 
 def _decimal(raw: object, field: str, quote: object) -> Decimal:
-    if not isinstance(raw, str):
+    # A string (Binance, our messages), or an exact JSON number from a message decoded with Decimal floats (the
+    # Spark job reads a number's text exactly too); never a binary float.
+    if isinstance(raw, bool) or not isinstance(raw, str | int | Decimal):
         raise MalformedTrade(f"{field} must be a decimal string, got {raw!r} in {quote!r}")
     try:
         value = Decimal(raw)
@@ -66,12 +79,12 @@ def _decimal(raw: object, field: str, quote: object) -> Decimal:
         raise MalformedTrade(f"{field} {raw!r} is not a decimal number in {quote!r}") from exc
     if not value.is_finite() or value < 0:
         raise MalformedTrade(f"{field} {raw!r} must be a finite non-negative number in {quote!r}")
+    if value >= Decimal(10) ** MAX_INTEGER_DIGITS:  # first: quantizing a huge value would raise
+        raise MalformedTrade(f"{field} {raw!r} is out of range in {quote!r}")
     exponent = value.as_tuple().exponent
     assert isinstance(exponent, int)
     if -exponent > PRICE_SCALE and value != value.quantize(Decimal(1).scaleb(-PRICE_SCALE)):
         raise MalformedTrade(f"{field} {raw!r} has more than {PRICE_SCALE} decimal places in {quote!r}")
-    if value >= Decimal(10) ** MAX_INTEGER_DIGITS:
-        raise MalformedTrade(f"{field} {raw!r} is out of range in {quote!r}")
     return value.quantize(Decimal(1).scaleb(-PRICE_SCALE))
 
 
@@ -87,14 +100,22 @@ def _bool(raw: object, field: str, quote: object) -> bool:
     return raw
 
 
+def is_symbol(text: str) -> bool:
+    return _SYMBOL.match(text) is not None
+
+
 def _checked(trade: Trade, quote: object) -> Trade:
-    if trade.agg_id < 0:
-        raise MalformedTrade(f"agg id must not be negative in {quote!r}")
-    if trade.event_time_ms <= 0:
-        raise MalformedTrade(f"timestamp must be positive in {quote!r}")
+    if not is_symbol(trade.symbol):
+        raise MalformedTrade(f"symbol {trade.symbol!r} is not 2 to 20 of A-Z, 0-9 in {quote!r}")
+    if not 0 <= trade.agg_id < MAX_ID:
+        raise MalformedTrade(f"agg id must be in 0..2^53 in {quote!r}")
+    if not MIN_TIME_MS <= trade.event_time_ms < MAX_TIME_MS:
+        raise MalformedTrade(f"timestamp must be epoch ms between 2017 and 2100 in {quote!r}")
     ids = (trade.first_trade_id, trade.last_trade_id)
-    if ids != (-1, -1) and (min(ids) < 0 or trade.last_trade_id < trade.first_trade_id):
-        raise MalformedTrade(f"trade ids must satisfy 0 <= first <= last in {quote!r}")
+    if ids != (-1, -1) and (min(ids) < 0 or max(ids) >= MAX_ID or trade.last_trade_id < trade.first_trade_id):
+        raise MalformedTrade(f"trade ids must satisfy 0 <= first <= last < 2^53 in {quote!r}")
+    if trade.price * trade.quantity >= MAX_NOTIONAL:
+        raise MalformedTrade(f"price x quantity is 10^15 or more in {quote!r}")
     return trade
 
 

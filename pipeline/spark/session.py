@@ -78,6 +78,8 @@ def spark_session(cache_dir: Path, app_name: str = "pipeline", master: str | Non
         # Frozen into the checkpoint at the first run: keep it small on small machines (default 200).
         .config("spark.sql.shuffle.partitions", str(shuffle_partitions))
         .config("spark.sql.session.timeZone", "UTC")
+        # Binance's fields "m" (buyer is maker) and "M" (best match) differ only in case.
+        .config("spark.sql.caseSensitive", "true")
         # Decimal products and sums must never be rounded to fit: fail (null) rather than lose digits.
         .config("spark.sql.decimalOperations.allowPrecisionLoss", "false")
         .config("spark.ui.enabled", "false")

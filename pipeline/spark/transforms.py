@@ -22,14 +22,13 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import BooleanType, IntegerType, LongType, StringType, StructField, StructType
 
+from pipeline.core.messages import SCHEMA_VERSION
+from pipeline.core.trades import MAX_ID, MAX_NOTIONAL, MAX_TIME_MS, MIN_TIME_MS, SYMBOL_PATTERN
+from pipeline.core.windows import WINDOW_MS
+
 PRICE = "decimal(18,8)"
-SCHEMA_VERSION = 1
-WINDOW_MS = 60_000
-# Bounds that keep every later step exact and overflow-free (ANSI mode): times from 2017 (Binance's start) to
-# 2100, ids below 2^53, symbols as Binance spells them (they become a VARCHAR(20) key).
-MIN_TIME_MS, MAX_TIME_MS = 1_483_228_800_000, 4_102_444_800_000
-MAX_ID = 2**53
-SYMBOL_PATTERN = "^[A-Z0-9]{1,20}$"
+# The core's rules (``pipeline.core.trades``), applied here to the same effect: they keep every later step exact
+# and overflow-free under ANSI mode, and every accepted trade writable to MySQL.
 
 MESSAGE_SCHEMA = StructType([
     StructField("v", IntegerType()),
@@ -43,6 +42,7 @@ MESSAGE_SCHEMA = StructType([
     StructField("T", LongType()),
     StructField("from", LongType()),
     StructField("m", BooleanType()),
+    StructField("M", BooleanType()),
     StructField("_corrupt", StringType()),  # the raw text when it is not JSON or a field has the wrong type
 ])
 
@@ -87,13 +87,14 @@ def classify(messages: DataFrame) -> DataFrame:
               F.lit("heartbeat needs 0 <= from <= T with T in 2017..2100"))
         .when(is_heartbeat, F.lit(None))
         .when(~is_trade | m["type"].isNull(), F.lit("unknown message type"))
-        .when(~symbol_ok, F.lit("trade without a valid symbol (A-Z, 0-9, at most 20)"))
+        .when(~symbol_ok, F.lit("trade without a valid symbol (2 to 20 of A-Z, 0-9)"))
         .when(~_id_ok(m["a"]), F.lit("agg id missing, negative or above 2^53"))
         .when(price.isNull() | (price < 0), F.lit("price is not a decimal with at most 8 places"))
         .when(qty.isNull() | (qty < 0), F.lit("quantity is not a decimal with at most 8 places"))
         .when(m["f"].isNull() | m["l"].isNull(), F.lit("trade ids missing"))
         .when(~_time_ok(m["T"]), F.lit("timestamp missing or not epoch ms between 2017 and 2100"))
-        .when(m["m"].isNull(), F.lit("buyer-is-maker flag missing"))
+        .when(price * qty >= MAX_NOTIONAL, F.lit("price x quantity is 10^15 or more"))
+        .when(m["m"].isNull() | m["M"].isNull(), F.lit("buyer-is-maker or best-match flag missing"))
         .when((m["f"] == -1) | (m["l"] == -1), F.lit("invalid record: trade ids are -1"))
         .when(price == 0, F.lit("invalid record: price is 0"))
         .when(qty == 0, F.lit("invalid record: quantity is 0"))

@@ -1,0 +1,85 @@
+"""One set of rules: the core's decoder and the Spark job accept and reject exactly the same messages, hostile ones
+included, and read the same values from those they accept (hypothesis)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pipeline.core import messages
+from pipeline.core.trades import Trade, invalid_reason
+from pipeline.spark import transforms
+from tests.unit.strategies import rest_payload, trades
+
+KAFKA_SCHEMA = ("key binary, value binary, topic string, partition int, offset long, timestamp timestamp, "
+                "timestampType int")
+EDGES = st.sampled_from([
+    0, -1, 2**53 - 1, 2**53, 2**63 - 1, 2**63, 1_483_228_799_999, 1_483_228_800_000, 4_102_444_799_999,
+    4_102_444_800_000, 1_735_689_600_000_000, "1e30", "1E2", " 1.5", "1.5 ", "1.000000001", "NaN", "-0",
+    "0.00000000", "99999999999.99999999", "9999999999.99999999", "100000000", "1" * 25 + ".5", "btcusdt",
+    "BTCUSDT ", "BTC-USDT", "B", "A" * 20, "A" * 21, "true", "", "１２"])
+HOSTILE = st.one_of(EDGES, EDGES, EDGES, st.none(), st.booleans(), st.floats(allow_nan=True, allow_infinity=True),
+                    st.integers(min_value=-(2**70), max_value=2**70), st.text(max_size=30))
+FIELDS = ("v", "type", "s", "a", "p", "q", "f", "l", "T", "m", "M")
+
+
+@st.composite
+def hostile_message(draw: st.DrawFn) -> bytes:
+    kind = draw(st.sampled_from(["trade", "trade", "trade", "heartbeat", "raw"]))
+    if kind == "raw":
+        return draw(st.binary(max_size=60))
+    if kind == "heartbeat":
+        value: dict[str, Any] = {"v": 1, "type": "heartbeat", "s": "BTCUSDT", "from": 1_767_268_800_000,
+                                 "T": 1_767_268_860_000}
+        fields: tuple[str, ...] = ("v", "s", "from", "T")
+    else:
+        value = {"v": 1, "type": "trade", "s": "BTCUSDT", **rest_payload(draw(trades()))}
+        fields = FIELDS
+    for field in draw(st.lists(st.sampled_from(fields), min_size=1, max_size=3, unique=True)):
+        if draw(st.booleans()):
+            value[field] = draw(HOSTILE)
+        else:
+            value.pop(field, None)
+    return json.dumps(value).encode()
+
+
+@pytest.fixture(scope="module")
+def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from pipeline.settings import Settings
+    from pipeline.spark.session import spark_session
+
+    yield spark_session(Settings.from_mapping({}).cache_dir, app_name="pipeline-validation-tests", master="local[2]")
+
+
+def core_verdict(raw: bytes) -> Trade | messages.Heartbeat | None:
+    """What the producer side accepts: a decodable message that is not one of Binance's invalid records."""
+    try:
+        decoded = messages.decode(raw)
+    except messages.MalformedMessage:
+        return None
+    if isinstance(decoded, Trade) and invalid_reason(decoded) is not None:
+        return None
+    return decoded
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(raws=st.lists(hostile_message(), min_size=50, max_size=100))
+def test_core_and_spark_agree_on_hostile_messages(spark: Any, raws: list[bytes]) -> None:
+    rows = spark.createDataFrame([(b"k", r, "t", 0, i, datetime(2026, 1, 1), 0) for i, r in enumerate(raws)],
+                                 KAFKA_SCHEMA)
+    classified = transforms.classify(transforms.parse(rows))
+    reasons = {r["offset"]: r["reason"] for r in classified.select("offset", "reason").collect()}
+    read = {(r["symbol"], r["agg_id"], r["price"], r["quantity"], r["first_trade_id"], r["last_trade_id"],
+             r["event_ms"]) for r in transforms.trades(classified).collect()}
+    for offset, raw in enumerate(raws):
+        verdict = core_verdict(raw)
+        assert (verdict is not None) == (reasons[offset] is None), (raw, reasons[offset], verdict)
+        if isinstance(verdict, Trade):  # the same values, to the last decimal place
+            assert (verdict.symbol, verdict.agg_id, verdict.price, verdict.quantity, verdict.first_trade_id,
+                    verdict.last_trade_id, verdict.event_time_ms) in read, raw
