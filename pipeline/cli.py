@@ -127,12 +127,14 @@ def _produce(args: argparse.Namespace, settings: Settings) -> int:
     client = BinanceClient(session=make_session(), base_url=args.base_url, weight_budget=args.weight_budget,
                            timeout_s=(5.0, args.request_timeout), sleep=sleep)
     try:
-        resume = kafka_io.resume_points(bootstrap, settings.topic, settings.symbols)
-        problems = poller.check_resume(client, _announced(resume), args.max_catch_up_ids, counters, sleep, stop)
-        if problems:  # the tail may hold a replay: read the whole partition for the true highest ids
-            print("produce: resume points look implausible; scanning the whole topic", file=sys.stderr)
-            resume = kafka_io.resume_points(bootstrap, settings.topic, settings.symbols, max_scan=None)
-            problems = poller.check_resume(client, _announced(resume), args.max_catch_up_ids, counters, sleep, stop)
+        resume = _found(kafka_io.resume_points(bootstrap, settings.topic, settings.symbols))
+        missing = [s for s in settings.symbols if s not in resume]
+        problems = poller.check_resume(client, resume, args.max_catch_up_ids, counters, sleep, stop)
+        if problems or missing:  # the tail may hold a replay, or bury a quiet symbol: read the whole topic
+            print(f"produce: {'; '.join(problems.values()) or ', '.join(missing) + ' not in the topic tail'}; "
+                  "scanning the whole topic", file=sys.stderr)
+            resume = _found(kafka_io.resume_points(bootstrap, settings.topic, settings.symbols, max_scan=None))
+            problems = poller.check_resume(client, resume, args.max_catch_up_ids, counters, sleep, stop)
         if problems:
             raise ConfigError("; ".join(problems.values()) + f" (topic {settings.topic}: produce into a fresh "
                               "PIPELINE_TOPIC, or raise --max-catch-up-ids to walk the history)")
@@ -144,15 +146,21 @@ def _produce(args: argparse.Namespace, settings: Settings) -> int:
         raise
     states = poller.start_states(settings.symbols, resume, start_ms)
     for symbol, state in states.items():
-        if symbol not in resume:
-            print(f"{symbol}: starting at {_iso(state.covered_from_ms)} (the start of the start point's minute)",
-                  file=sys.stderr)
+        point = resume.get(symbol)
+        if point is None:
+            where = f"starting at {_iso(state.covered_from_ms)} (the start of the start point's minute)"
+        elif point.last_agg_id is None:
+            where = f"resuming at {_iso(state.covered_from_ms)} (the newest coverage in Kafka; trades located by time)"
+        else:
+            continue  # said by _found
+        print(f"{symbol}: {where}", file=sys.stderr)
     progress = producer.Progress(counters, detail=lambda: poller.lag_report(states.values(), int(time.time() * 1000)),
                                  quiet_every_s=10.0)
     items = poller.poll(client, states, counters, lag_ms=settings.watermark_seconds * 1000,
                         poll_interval_s=args.poll_interval, sleep=sleep, stop=stop, on_answer=progress.tick)
     try:
-        producer.publish(items, sink, Sequencer({s: p.last_agg_id for s, p in resume.items()}), counters,
+        producer.publish(items, sink, Sequencer({s: p.last_agg_id for s, p in resume.items()
+                                                 if p.last_agg_id is not None}), counters,
                          progress=progress, stop=stop, batch_size=1000)
         # A clean stop leaves the newest coverage in Kafka, so the job can close what was fetched.
         producer.publish(poller.final_heartbeats(states.values()), sink, Sequencer(), counters)
@@ -160,13 +168,15 @@ def _produce(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError(f"{exc} (check PIPELINE_SYMBOLS)") from exc
     finally:
         sink.close()
-        print(f"produce: {counters.summary()}", file=sys.stderr)
+        print(f"produce: {counters.summary()}, {client.attempts_retried} failed attempts retried by the HTTP "
+              "session", file=sys.stderr)
     return 0
 
 
-def _announced(resume: dict[str, ResumePoint]) -> dict[str, ResumePoint]:
+def _found(resume: dict[str, ResumePoint]) -> dict[str, ResumePoint]:
     for symbol, point in resume.items():
-        print(f"{symbol}: resuming after agg id {point.last_agg_id} (already in Kafka)", file=sys.stderr)
+        if point.last_agg_id is not None:
+            print(f"{symbol}: resuming after agg id {point.last_agg_id} (already in Kafka)", file=sys.stderr)
     return resume
 
 

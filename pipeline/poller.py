@@ -37,7 +37,7 @@ class TradeSource(Protocol):
     """The port the poller needs: ``BinanceClient`` (live or cassette playback), ``memory.InMemoryExchange``."""
 
     def agg_trades(self, symbol: str, *, from_id: int | None = None, start_time_ms: int | None = None,
-                   limit: int = MAX_LIMIT) -> Page: ...
+                   end_time_ms: int | None = None, limit: int = MAX_LIMIT) -> Page: ...
 
 
 class VirtualClock:
@@ -76,12 +76,52 @@ def start_states(symbols: Iterable[str], resume: Mapping[str, ResumePoint], star
         if point is None:
             begin = window_start_ms(start_ms)
             states[symbol] = SymbolState(symbol, begin, complete_before_ms=begin)
+        elif point.last_agg_id is None:
+            # Only a heartbeat (its trades are older than the scan reached): go on from its T, located by time.
+            assert point.complete_before_ms is not None
+            states[symbol] = SymbolState(symbol, point.complete_before_ms, complete_before_ms=point.complete_before_ms)
         else:
             # Trades after the newest heartbeat (or after the last trade's time, if there is no heartbeat) with
             # ids up to last_agg_id are in Kafka; the rest come next, by id. So the coverage goes on from there.
             since = point.complete_before_ms if point.complete_before_ms is not None else point.last_trade_ms
+            assert since is not None
             states[symbol] = SymbolState(symbol, since, cursor=point.last_agg_id + 1, complete_before_ms=since)
     return states
+
+
+def _ids_and_times(page: Page) -> list[tuple[int, int]]:
+    return [(r["a"], r["T"]) for r in page.records
+            if isinstance(r, dict) and type(r.get("a")) is int and type(r.get("T")) is int]
+
+
+def first_id_at(source: TradeSource, symbol: str, time_ms: int) -> int | None:
+    """The lowest agg id with a trade at or after ``time_ms`` (the newest id + 1 if none yet; None if the symbol
+    has no trade at all), without trusting how Binance cuts a time range at ``limit``::
+
+        ask the minute [time_ms, +60 s): fewer than 1000 trades -> the first one is the answer (1 request)
+        otherwise binary search by fromId over ids, whose times never decrease (~32 requests)
+    """
+    window = _ids_and_times(source.agg_trades(symbol, start_time_ms=time_ms, end_time_ms=time_ms + WINDOW_MS - 1))
+    if 0 < len(window) < MAX_LIMIT:
+        return min(i for i, _ in window)
+    newest = _ids_and_times(source.agg_trades(symbol, limit=1))
+    if not newest:
+        return None
+    best, newest_time = newest[-1]
+    if newest_time < time_ms:
+        return best + 1
+    low, high = 0, best - 1
+    while low <= high:
+        middle = (low + high) // 2
+        probe = _ids_and_times(source.agg_trades(symbol, from_id=middle, limit=1))
+        if not probe:
+            break
+        agg_id, t = probe[0]
+        if t >= time_ms:
+            best, high = min(best, agg_id), middle - 1
+        else:
+            low = agg_id + 1
+    return best
 
 
 def _parse_page(symbol: str, records: Sequence[object], counters: Counters) -> list[Trade]:
@@ -117,10 +157,12 @@ def poll(source: TradeSource, states: Mapping[str, SymbolState], counters: Count
             if stop():
                 return
             try:
-                if state.cursor is not None:
-                    page = source.agg_trades(state.symbol, from_id=state.cursor)
-                else:
-                    page = source.agg_trades(state.symbol, start_time_ms=state.covered_from_ms)
+                if state.cursor is None:
+                    state.cursor = first_id_at(source, state.symbol, state.covered_from_ms)
+                if state.cursor is None:  # no trade at all yet: ask again later
+                    state.due_s = clock() + poll_interval_s
+                    continue
+                page = source.agg_trades(state.symbol, from_id=state.cursor)
             except RateLimited as exc:
                 counters.exchange_errors += 1
                 log.warning("%s; sending nothing until it passes", exc)
@@ -200,6 +242,8 @@ def check_resume(source: TradeSource, resume: Mapping[str, ResumePoint], max_cat
     far below it means the topic's tail is not this producer's (a replay after it?) or a very long downtime."""
     problems = {}
     for symbol, point in resume.items():
+        if point.last_agg_id is None:
+            continue
         page = _newest_page(source, symbol, counters or Counters(), sleep, stop)
         if page is None:
             break

@@ -41,7 +41,7 @@ class Counters:
     def summary(self) -> str:
         return (f"published {self.published}, invalid {self.invalid}, rejected {self.rejected}, "
                 f"duplicates skipped {self.duplicates}, gaps {self.gaps} ({self.missing_ids} agg ids missing), "
-                f"heartbeats {self.heartbeats}")
+                f"heartbeats {self.heartbeats}, exchange errors {self.exchange_errors}")
 
 
 def admit(trades: Iterable[Trade], sequencer: Sequencer, counters: Counters) -> Iterator[Trade]:

@@ -319,8 +319,12 @@ class SimBinance:
             first = max(0, ints["fromId"] - tape.market.first_agg_id)
             page = tape.records[first:first + limit]
         elif start is not None:
+            # A time range answers its *last* `limit` trades (binance-spot-api-docs issue #10). Without endTime the
+            # range is taken as one hour: the least favourable reading, so the poller must not rely on either.
+            if end is None:
+                last = bisect.bisect_right(tape.times, start + 3_600_000)
             first = bisect.bisect_left(tape.times, start)
-            page = tape.records[first:min(last, first + limit)]
+            page = tape.records[max(first, last - limit):last]
         else:  # the newest `limit` (up to endTime, if given)
             page = tape.records[max(0, last - limit):last]
         return _Answer(200, json.dumps(page, separators=(",", ":")).encode())

@@ -10,6 +10,7 @@ import csv
 import dataclasses
 import io
 import re
+import time
 import zipfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -45,6 +46,8 @@ class Archive:
             start_ms = int(first.timestamp() * 1000)
         except ValueError as exc:
             raise InputError(f"{path.name}: the date in the name is not a real date") from exc
+        if start_ms + days * 86_400_000 > time.time() * 1000:
+            raise InputError(f"{path.name}: its period has not ended yet, so the file cannot hold all of it")
         return cls(path=path, symbol=match["symbol"], covered_from_ms=start_ms,
                    complete_before_ms=start_ms + days * 86_400_000)
 
@@ -64,11 +67,22 @@ class Archive:
             raise InputError(f"{self.path}: unreadable archive ({type(exc).__name__}: {exc})") from exc
 
     def trades(self) -> Iterator[Trade]:
-        """Every record in file order; a malformed row raises ``InputError`` naming the file and line."""
+        """Every record in file order; a malformed row raises ``InputError`` naming the file and line, and so does
+        a row outside the period the name says or out of order: the period becomes a coverage claim (every trade
+        of it is here), so the file must hold that period and nothing else."""
+        previous: Trade | None = None
         for line_no, row in enumerate(csv.reader(self._lines()), start=1):
             if not row or (line_no == 1 and is_header(row)):
                 continue
             try:
-                yield parse_archive_row(self.symbol, row)
+                trade = parse_archive_row(self.symbol, row)
             except MalformedTrade as exc:
                 raise InputError(f"{self.path.name} line {line_no}: {exc}") from exc
+            if not self.covered_from_ms <= trade.event_time_ms < self.complete_before_ms:
+                raise InputError(f"{self.path.name} line {line_no}: time {trade.event_time_ms} is outside the period "
+                                 "the file name says")
+            if previous is not None and (trade.agg_id <= previous.agg_id
+                                         or trade.event_time_ms < previous.event_time_ms):
+                raise InputError(f"{self.path.name} line {line_no}: agg id or time goes backwards")
+            previous = trade
+            yield trade

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import email.utils
 import logging
 import time
@@ -113,6 +114,7 @@ class BinanceClient:
         self._used_weight = 0
         self._weight_minute = 0
         self.requests_sent = 0
+        self.attempts_retried = 0  # failed attempts (5xx, resets, timeouts) the session retried by itself
 
     @property
     def blocked_for_s(self) -> float:
@@ -143,6 +145,11 @@ class BinanceClient:
             raise ExchangeUnavailable(f"GET {path} failed after retries: {type(exc).__name__}: {exc}") from exc
         finally:
             self.requests_sent += 1
+        history = getattr(getattr(response.raw, "retries", None), "history", ()) or ()
+        if history:
+            self.attempts_retried += len(history)
+            log.warning("GET %s: %d failed attempts retried before this answer (%s)", path, len(history),
+                        ", ".join(str(h.status or type(h.error).__name__) for h in history))
         used = response.headers.get("X-MBX-USED-WEIGHT-1M")
         if used is not None and used.isdigit():
             self._used_weight = int(used)
@@ -161,12 +168,14 @@ class BinanceClient:
         return response
 
     def agg_trades(self, symbol: str, *, from_id: int | None = None, start_time_ms: int | None = None,
-                   limit: int = MAX_LIMIT) -> Page:
+                   end_time_ms: int | None = None, limit: int = MAX_LIMIT) -> Page:
         params: dict[str, Any] = {"symbol": symbol}
         if from_id is not None:
             params["fromId"] = from_id
         if start_time_ms is not None:
             params["startTime"] = start_time_ms
+        if end_time_ms is not None:
+            params["endTime"] = end_time_ms
         params["limit"] = limit
         response = self.get("/api/v3/aggTrades", params, AGG_TRADES_WEIGHT)
         try:
@@ -185,9 +194,12 @@ def _server_time_ms(response: requests.Response) -> int | None:
     if not raw:
         return None
     try:
-        return int(email.utils.parsedate_to_datetime(raw).timestamp() * 1000)
+        parsed = email.utils.parsedate_to_datetime(raw)
     except (TypeError, ValueError):
         return None
+    if parsed.tzinfo is None:  # "-0000" (RFC 5322: UTC, source unknown): never the host's local time
+        parsed = parsed.replace(tzinfo=datetime.UTC)
+    return int(parsed.timestamp() * 1000)
 
 
 def _error_text(response: requests.Response) -> str:

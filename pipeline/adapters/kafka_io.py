@@ -68,15 +68,19 @@ class TradeSink:
             raise _unreachable(bootstrap, exc) from exc
         self._pending: list[Any] = []
 
+    def _send(self, key: bytes, value: bytes) -> None:
+        try:  # send itself can time out (metadata, a full buffer while the broker is away)
+            self._pending.append(self._producer.send(self.topic, key=key, value=value))
+        except KafkaError as exc:
+            raise ServiceError(f"Kafka did not take a send to {self.topic}: {type(exc).__name__}: {exc}") from exc
+
     def send_trade(self, trade: Trade) -> None:
-        key, value = messages.encode_trade(trade)
-        self._pending.append(self._producer.send(self.topic, key=key, value=value))
+        self._send(*messages.encode_trade(trade))
 
     def send_heartbeat(self, heartbeat: messages.Heartbeat) -> None:
         """Keyed by its symbol: it follows that symbol's trades in their partition, so a reader that sees it has
         seen every trade it speaks of."""
-        key, value = messages.encode_heartbeat(heartbeat)
-        self._pending.append(self._producer.send(self.topic, key=key, value=value))
+        self._send(*messages.encode_heartbeat(heartbeat))
 
     def flush(self, timeout_s: float = 120.0) -> int:
         """Wait until every send so far is acknowledged; returns how many were. Raises if any failed."""
@@ -182,12 +186,14 @@ def resume_points(bootstrap: str, topic: str, symbols: Iterable[str],
                 return  # every symbol living here is found, with its coverage (a partition of none: its tail)
 
     _scan(bootstrap, topic, visit)
-    return {s: messages.ResumePoint(t.agg_id, t.event_time_ms, covered.get(s)) for s, t in last.items()}
+    return {s: messages.ResumePoint(last[s].agg_id if s in last else None,
+                                    last[s].event_time_ms if s in last else None, covered.get(s))
+            for s in wanted if s in last or s in covered}
 
 
 def last_agg_ids(bootstrap: str, topic: str, symbols: Iterable[str]) -> dict[str, int]:
     """The highest agg id per symbol (``resume_points`` without the coverage)."""
-    return {s: p.last_agg_id for s, p in resume_points(bootstrap, topic, symbols).items()}
+    return {s: p.last_agg_id for s, p in resume_points(bootstrap, topic, symbols).items() if p.last_agg_id is not None}
 
 
 def published_ranges(bootstrap: str, topic: str, symbols: Iterable[str]) -> dict[str, list[tuple[int, int]]]:

@@ -51,17 +51,18 @@ class InMemoryExchange:
         self.calls: list[tuple[float, str, dict[str, Any]]] = []
 
     def agg_trades(self, symbol: str, *, from_id: int | None = None, start_time_ms: int | None = None,
-                   limit: int = MAX_LIMIT) -> Page:
+                   end_time_ms: int | None = None, limit: int = MAX_LIMIT) -> Page:
         self.calls.append((self.clock(), symbol, {"from_id": from_id, "start_time_ms": start_time_ms,
-                                                  "limit": limit}))
+                                                  "end_time_ms": end_time_ms, "limit": limit}))
         if self.faults:
             raise self.faults.pop(0)
         now_ms = int(self.clock() * 1000)
         visible = [r for r in self.records[symbol] if r["T"] <= now_ms]
         if from_id is not None:
             page = [r for r in visible if r["a"] >= from_id][:limit]
-        elif start_time_ms is not None:
-            page = [r for r in visible if r["T"] >= start_time_ms][:limit]
+        elif start_time_ms is not None:  # a time range answers its *last* `limit` trades, as Binance does
+            end = end_time_ms if end_time_ms is not None else start_time_ms + 3_600_000
+            page = [r for r in visible if start_time_ms <= r["T"] <= end][-limit:]
         else:
             page = visible[-limit:]
         return Page(records=page, server_time_ms=now_ms, used_weight=None)

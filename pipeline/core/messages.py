@@ -42,10 +42,10 @@ class Heartbeat:
 @dataclasses.dataclass(frozen=True, slots=True)
 class ResumePoint:
     """What a topic says about one symbol, for a producer that restarts: its highest agg id (and that trade's
-    time), and the newest coverage a heartbeat declared (``None`` if none was found)."""
+    time), and the newest coverage a heartbeat declared; either may be missing (``None``), not both."""
 
-    last_agg_id: int
-    last_trade_ms: int
+    last_agg_id: int | None
+    last_trade_ms: int | None
     complete_before_ms: int | None = None
 
 

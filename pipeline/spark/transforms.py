@@ -116,8 +116,8 @@ def coverage(classified: DataFrame) -> DataFrame:
         m["s"].alias("symbol"), m["from"].alias("covered_from_ms"), m["T"].alias("complete_before_ms"))
 
 
-def trades(classified: DataFrame) -> DataFrame:
-    """Valid trades as typed columns, with the start of their minute."""
+def trades(classified: DataFrame, *extra: str) -> DataFrame:
+    """Valid trades as typed columns, with the start of their minute (and ``extra`` columns of the message)."""
     m = F.col("msg")
     return classified.where(F.col("reason").isNull() & (m["type"] == "trade")).select(
         m["s"].alias("symbol"),
@@ -129,7 +129,21 @@ def trades(classified: DataFrame) -> DataFrame:
         m["T"].alias("event_ms"),
         m["m"].alias("buyer_is_maker"),
         (m["T"] - m["T"] % WINDOW_MS).alias("start_ms"),
+        "partition", "offset", *extra,
     )
+
+
+def after_coverage(heartbeats: list[tuple[str, int, int, int, int]]) -> Column | None:
+    """True for a trade that its symbol's partition holds *after* a heartbeat already declaring its time complete
+    (symbol, partition, offset, from, T): whatever batch it lands in, it is late."""
+    cases = [(F.col("symbol") == s) & (F.col("partition") == p) & (F.col("offset") > o)
+             & (F.col("event_ms") >= start) & (F.col("event_ms") < end) for s, p, o, start, end in heartbeats]
+    if not cases:
+        return None
+    condition = cases[0]
+    for case in cases[1:]:
+        condition = condition | case
+    return condition
 
 
 def islands(trade_rows: DataFrame) -> DataFrame:

@@ -130,58 +130,71 @@ class BatchWriter:
         inputs = parsed.count()
         quarantine = [mysql_store.QuarantinedMessage(r["topic"], r["partition"], r["offset"], r["kafka_timestamp"],
                                                      r["raw_value"], r["reason"]) for r in side if r["reason"]]
-        heartbeats = [(r["symbol"], int(r["covered_from_ms"]), int(r["complete_before_ms"]))
-                      for r in side if not r["reason"]]
+        beats = [(r["symbol"], int(r["partition"]), int(r["offset"]), int(r["covered_from_ms"]),
+                  int(r["complete_before_ms"])) for r in side if not r["reason"]]
         trade_rows = transforms.trades(parsed)
-        islands = collect_islands(trade_rows)
+        after = transforms.after_coverage(beats)
+        islands = collect_islands(trade_rows if after is None else trade_rows.where(~after))
         with mysql_store.transaction(self.url) as cur:
             if mysql_store.ledger_has(cur, self.run, QUERY, batch_id):
                 return None, inputs
             stored = mysql_store.load_windows(cur, {(i.symbol, i.start_ms) for i in islands})
-            symbols = {i.symbol for i in islands} | {s for s, _, _ in heartbeats}
+            symbols = {i.symbol for i in islands} | {b[0] for b in beats}
             before = mysql_store.load_coverage(cur, symbols)
             outcomes, exact = merging.plan(stored, before, islands)
-            for key, trades in (_exact_trades(trade_rows, exact) if exact else {}).items():
-                closed = merging.is_closed(stored.get(key), before.get(key[0], []), key[1], key[1] + windows.WINDOW_MS)
-                outcomes[key] = merging.merge_trades(stored.get(key), trades, closed)
-            late = {k: o.late for k, o in outcomes.items() if o.late}
-            if late:
-                quarantine += self._late_messages(parsed, late, stored)
+            if exact:
+                normal = trade_rows if after is None else trade_rows.where(~after)
+                for key, trades in _exact_trades(normal, exact).items():
+                    closed = merging.is_closed(stored.get(key), before.get(key[0], []), key[1],
+                                               key[1] + windows.WINDOW_MS)
+                    outcomes[key] = merging.merge_trades(stored.get(key), trades, closed)
+            late = Counter({k: o.late for k, o in outcomes.items() if o.late})
+            duplicates = sum(o.duplicates for o in outcomes.values())
+            if late or after is not None:
+                kept, more_late, more_duplicates = self._late(parsed, set(late), after, stored, outcomes)
+                quarantine += kept
+                late.update(more_late)
+                duplicates += more_duplicates
             written = mysql_store.write_windows(cur, [
                 (windows.result(k[0], k[1], o.acc), o.acc, o.id_ranges) for k, o in outcomes.items() if o.merged])
-            mysql_store.add_late(cur, [(k[0], k[1], n) for k, n in late.items() if k in stored])
+            mysql_store.add_late(cur, [(k[0], k[1], n) for k, n in late.items()
+                                       if k in stored or (k in outcomes and outcomes[k].merged)])
             finalized = 0
             for symbol in sorted(symbols):
-                new = [(start, end - 1) for s, start, end in heartbeats if s == symbol and end > start]
+                new = [(start, end - 1) for s, _, _, start, end in beats if s == symbol and end > start]
                 ranges = coverage.union([*before.get(symbol, []), *new])
                 if ranges != before.get(symbol, []):
                     mysql_store.save_coverage(cur, symbol, ranges)
                 finalized += mysql_store.finalize(cur, symbol, ranges)
             counts = mysql_store.BatchCounts(
-                trades_merged=sum(o.merged for o in outcomes.values()),
-                duplicates=sum(o.duplicates for o in outcomes.values()),
+                trades_merged=sum(o.merged for o in outcomes.values()), duplicates=duplicates,
                 late_trades=sum(late.values()), quarantined=mysql_store.add_quarantine(cur, quarantine),
                 rows_written=written, rows_finalized=finalized)
             mysql_store.record_batch(cur, self.run, QUERY, batch_id, counts)
             return counts, inputs
 
     @staticmethod
-    def _late_messages(parsed: DataFrame, late: dict[Key, int],
-                       stored: dict[Key, merging.Stored]) -> list[mysql_store.QuarantinedMessage]:
-        """The late trades themselves, kept where an operator (or a backfill) can find them."""
-        m = F.col("msg")
-        rows = (parsed.where(F.col("reason").isNull() & (m["type"] == "trade"))
-                .select("topic", "partition", "offset", "kafka_timestamp", "raw_value", m["s"].alias("symbol"),
-                        m["a"].alias("agg_id"), (m["T"] - m["T"] % windows.WINDOW_MS).alias("start_ms"))
-                .where(_in_windows(set(late))).collect())
-        out, seen = [], Counter[Key]()
+    def _late(parsed: DataFrame, closed: set[Key], after: Any,
+              stored: dict[Key, merging.Stored], outcomes: dict[Key, merging.Outcome],
+              ) -> tuple[list[mysql_store.QuarantinedMessage], Counter[Key], int]:
+        """The late trades themselves, kept where an operator (or a backfill) can find them: those of windows that
+        were closed before the batch (counted by ``merging``), and those behind a heartbeat that covers them in
+        this batch (counted here). A redelivery of a counted trade is a duplicate, not late."""
+        is_after = after if after is not None else F.lit(False)
+        wanted = is_after | _in_windows(closed) if closed else is_after
+        rows = (transforms.trades(parsed, "topic", "kafka_timestamp", "raw_value").where(wanted)
+                .withColumn("after", is_after).collect())
+        kept, late, duplicates, seen = [], Counter[Key](), 0, set[tuple[str, int]]()
         for r in sorted(rows, key=lambda r: (r["partition"], r["offset"])):
-            key = (r["symbol"], int(r["start_ms"]))
-            held = stored.get(key)
-            if held and coverage.contains(held.id_ranges, int(r["agg_id"])):
-                continue  # a redelivery of a counted trade, not a late one
-            seen[key] += 1
-            out.append(mysql_store.QuarantinedMessage(
+            key, agg_id = (r["symbol"], int(r["start_ms"])), int(r["agg_id"])
+            counted = outcomes[key].id_ranges if key in outcomes else stored[key].id_ranges if key in stored else ()
+            if coverage.contains(counted, agg_id) or (key[0], agg_id) in seen:
+                duplicates += 1 if r["after"] else 0  # the others were counted by merging
+                continue
+            seen.add((key[0], agg_id))
+            if r["after"]:
+                late[key] += 1
+            kept.append(mysql_store.QuarantinedMessage(
                 r["topic"], r["partition"], r["offset"], r["kafka_timestamp"], r["raw_value"],
-                f"late: window {r['symbol']} {mysql_store.utc(key[1]):%Y-%m-%d %H:%M} was already final"))
-        return out
+                f"late: window {key[0]} {mysql_store.utc(key[1]):%Y-%m-%d %H:%M} was already declared complete"))
+        return kept, late, duplicates

@@ -168,7 +168,8 @@ def test_unknown_symbol_in_live_mode_is_one_clear_line(settings_for: Settings, t
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     from tests.cassette_builder import answer, write
 
-    path = write(tmp_path / "c.yaml", [answer("/api/v3/aggTrades?symbol=NOPEUSDT&startTime=1767268800000&limit=1000",
+    first = "/api/v3/aggTrades?symbol=NOPEUSDT&startTime=1767268800000&endTime=1767268859999&limit=1000"
+    path = write(tmp_path / "c.yaml", [answer(first,
                                               400, {"code": -1121, "msg": "Invalid symbol."})])
     for key, value in env_for(dataclasses.replace(settings_for)).items():
         if key.startswith("PIPELINE_"):
@@ -185,18 +186,23 @@ def test_unknown_symbol_in_live_mode_is_one_clear_line(settings_for: Settings, t
     (["replay", "--source", "{archive}", "--speed", "warp"], "--speed"),
     (["replay", "--source", "{bad}"], "line 3"),
     (["replay", "--source", "{bad_zip}"], "unreadable archive"),
+    # The name is a coverage claim: rows of another day, or a day not over yet, must not close windows.
+    (["replay", "--source", "{archive}", "--source", "{misnamed}"], "outside the period the file name says"),
+    (["replay", "--source", "{future}"], "has not ended"),
 ])
 def test_bad_input_is_one_clear_line_and_publishes_nothing(settings_for: Settings, tmp_path: Path,
                                                            args: list[str], message: str) -> None:
     good = synthetic_trades("ADAUSDT", 1_735_689_600_000, 10, seed=5)
     archive = write_archive(tmp_path, "ADAUSDT", "2025-01-01", good)
-    bad = write_archive(tmp_path, "ADAUSDT", "2025-01-02", good)
+    bad = write_archive(tmp_path, "ADAUSDT", "2025-01-02", synthetic_trades("ADAUSDT", 1_735_776_000_000, 10, seed=5))
+    misnamed = write_archive(tmp_path, "ADAUSDT", "2025-01-05", good)
+    future = write_archive(tmp_path, "ADAUSDT", "2099-01-01", good)
     lines = bad.read_text().splitlines()
     lines[2] = lines[2].replace(",", ";", 1)
     bad.write_text("\n".join(lines) + "\n")
     bad_zip = tmp_path / "ADAUSDT-aggTrades-2025-01-03.zip"
     bad_zip.write_bytes(b"PK\x03\x04 truncated")
-    args = [a.format(archive=archive, bad=bad, bad_zip=bad_zip) for a in args]
+    args = [a.format(archive=archive, bad=bad, bad_zip=bad_zip, misnamed=misnamed, future=future) for a in args]
     result = cli(args, env_for(settings_for))
     assert result.returncode != 0
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr

@@ -81,13 +81,14 @@ def test_paging_by_from_id_returns_consecutive_ids_and_the_served_trades(sim: Si
     assert client.agg_trades("BTCUSDT", from_id=trades[-1].agg_id + 1).records == []
 
 
-def test_start_time_returns_the_first_trade_at_or_after_it(sim: SimBinance, clock: FakeClock) -> None:
+def test_a_time_range_answers_its_last_trades(sim: SimBinance, clock: FakeClock) -> None:
     client = make_client(sim.base_url, clock=clock)
     every = page_all(client, "ETHUSDT", 0)  # fromId below the first id: from the start
     assert every[0].agg_id == ETH.first_agg_id
     for probe in (every[5].event_time_ms, every[5].event_time_ms + 1, every[-1].event_time_ms):
-        page = client.agg_trades("ETHUSDT", start_time_ms=probe, limit=3)
-        expected = [t for t in every if t.event_time_ms >= probe][:3]
+        end = probe + 120_000
+        page = client.agg_trades("ETHUSDT", start_time_ms=probe, end_time_ms=end, limit=3)
+        expected = [t for t in every if probe <= t.event_time_ms <= end][-3:]  # as Binance: limit from the end
         assert parse_rest_page("ETHUSDT", page.records) == expected
 
 

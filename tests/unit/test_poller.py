@@ -112,6 +112,9 @@ def test_a_restart_resumes_after_kafka_and_continues_the_coverage() -> None:
     assert (states["ETHUSDT"].cursor, states["ETHUSDT"].covered_from_ms) == (None, T0 + 120_000)  # a new symbol
     no_heartbeat = poller.start_states(["BTCUSDT"], {"BTCUSDT": ResumePoint(last["a"], last["T"])}, T0)
     assert no_heartbeat["BTCUSDT"].covered_from_ms == last["T"]
+    # Only a heartbeat in the scanned tail (a quiet symbol): coverage goes on from its T, the trades by time.
+    only = poller.start_states(["ADAUSDT"], {"ADAUSDT": ResumePoint(None, None, T0 + 61_234)}, T0 + 170_000)
+    assert (only["ADAUSDT"].cursor, only["ADAUSDT"].covered_from_ms) == (None, T0 + 61_234)
 
 
 def test_resume_points_are_checked_against_the_newest_id() -> None:
@@ -139,3 +142,21 @@ def test_the_resume_check_waits_out_faults_like_polling_does() -> None:
     newest = served["BTCUSDT"][-1]["a"]
     assert poller.check_resume(exchange, {"BTCUSDT": ResumePoint(newest, T0)}, 10, counters, sleep=clock.sleep) == {}
     assert counters.exchange_errors == 2 and len(exchange.calls) == 3
+
+
+@settings(max_examples=60)
+@given(rate=st.sampled_from([0.05, 1.0, 40.0]), offset_ms=st.integers(-60_000, 200_000), seed=st.integers(0, 999))
+def test_the_first_id_at_a_time_whatever_the_density(rate: float, offset_ms: int, seed: int) -> None:
+    served = {"BTCUSDT": records(rate, 3, seed=seed, first_id=3_500_000_000)}
+    clock = poller.VirtualClock((T0 + 3 * 60_000) / 1000)
+    exchange = InMemoryExchange(served, clock)
+    at = T0 + offset_ms
+    later = [r["a"] for r in served["BTCUSDT"] if r["T"] >= at]
+    expected = later[0] if later else (served["BTCUSDT"][-1]["a"] + 1 if served["BTCUSDT"] else None)
+    assert poller.first_id_at(exchange, "BTCUSDT", at) == expected
+    assert len(exchange.calls) <= 2 + 33  # one range, the newest, then a binary search at most
+
+
+def test_a_symbol_without_any_trade_is_asked_again_later() -> None:
+    clock = poller.VirtualClock(T0 / 1000)
+    assert poller.first_id_at(InMemoryExchange({"NEWUSDT": []}, clock), "NEWUSDT", T0) is None
