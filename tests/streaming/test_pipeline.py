@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
 
 from kafka import KafkaProducer
@@ -219,3 +220,38 @@ def test_producers_on_one_topic_neither_close_nor_drop_each_others_windows(setti
     sink.close()
     cli(settings_for, "process", "--until-idle")
     assert_rows_match(url, btc + eth + sol)  # all exact and final now
+
+
+def test_a_trade_behind_the_heartbeat_that_covers_it_is_late_in_any_batch(settings_for: Settings) -> None:
+    """Same topic content, same result, whether Spark reads it in one batch or two: the trade published after its
+    minute was declared complete is late, counted and kept, and the row holds only the trades before it."""
+    url = settings_for.mysql_url
+    assert url is not None
+    bootstrap = settings_for.kafka_bootstrap or ""
+    minute = 1_767_268_800_000
+    kafka_io.ensure_topic(bootstrap, settings_for.topic)
+    sink = kafka_io.TradeSink(bootstrap, settings_for.topic)
+    published = []
+    for symbol, split in (("SOLUSDT", False), ("ADAUSDT", True)):
+        trades = synthetic_trades(symbol, minute, 30, seed=61, spacing_ms=500)  # all inside the minute
+        straggler = Trade(symbol, trades[-1].agg_id + 1, Decimal("999"), Decimal("1"), 10**9, 10**9,
+                          minute + 45_000, False, True)
+        for t in trades:
+            sink.send_trade(t)
+        sink.send_heartbeat(messages.Heartbeat(symbol, minute, minute + 60_000))
+        sink.flush()
+        if split:  # the job reads up to the heartbeat, then the straggler in a later batch
+            cli(settings_for, "process", "--until-idle")
+        sink.send_trade(straggler)
+        sink.flush()
+        published += trades
+    sink.close()
+    result = cli(settings_for, "process", "--until-idle")
+    assert "since the checkpoint began: 60 trades counted, 2 late" in result.stdout, result.stdout
+    assert_rows_match(url, published)
+    assert [r["late_trade_count"] for r in mysql_store.read_windows(url)] == [1, 1]
+    with mysql_store.transaction(url) as cur:
+        cur.execute("SELECT reason, raw_value FROM quarantine ORDER BY reason")
+        kept = cur.fetchall()
+    assert [r[0][:34] for r in kept] == ["late: window ADAUSDT 2026-01-01 12", "late: window SOLUSDT 2026-01-01 12"]
+    assert all('"p":"999"' in raw for _, raw in kept)
