@@ -163,23 +163,30 @@ def poll(source: TradeSource, states: Mapping[str, SymbolState], counters: Count
                     state.due_s = clock() + poll_interval_s
                     continue
                 page = source.agg_trades(state.symbol, from_id=state.cursor)
-            except RateLimited as exc:
-                counters.exchange_errors += 1
-                log.warning("%s; sending nothing until it passes", exc)
-                sleep(exc.retry_after_s)
-                break
-            except ExchangeUnavailable as exc:
-                counters.exchange_errors += 1
-                failures += 1
-                wait = min(MAX_BACKOFF_S, 2.0 ** min(failures, 5))
-                log.warning("%s; trying again in %.0fs", exc, wait)
-                sleep(wait)
+            except (RateLimited, ExchangeUnavailable) as exc:
+                failures = _wait_out(exc, failures, counters, sleep)
                 break
             failures = 0
             yield from _take(state, page, counters, lag_ms, clock)
             full = len(page.records) >= MAX_LIMIT
             state.due_s = clock() + (0.0 if full else poll_interval_s)
             on_answer()
+
+
+def _wait_out(exc: RateLimited | ExchangeUnavailable, failures: int, counters: Counters,
+              sleep: Callable[[float], None]) -> int:
+    """Count and log an exchange failure, then wait as it asks: Retry-After for 429/418 (no request meanwhile), a
+    backoff growing with consecutive failures otherwise. Returns the consecutive failures so far."""
+    counters.exchange_errors += 1
+    if isinstance(exc, RateLimited):
+        log.warning("%s; sending nothing until it passes", exc)
+        sleep(exc.retry_after_s)
+        return failures
+    failures += 1
+    wait = min(MAX_BACKOFF_S, 2.0 ** min(failures, 5))
+    log.warning("%s; trying again in %.0fs", exc, wait)
+    sleep(wait)
+    return failures
 
 
 def _take(state: SymbolState, page: Page, counters: Counters, lag_ms: int,
@@ -221,16 +228,8 @@ def _newest_page(source: TradeSource, symbol: str, counters: Counters, sleep: Ca
     while not stop():
         try:
             return source.agg_trades(symbol, limit=1)
-        except RateLimited as exc:
-            counters.exchange_errors += 1
-            log.warning("%s; sending nothing until it passes", exc)
-            sleep(exc.retry_after_s)
-        except ExchangeUnavailable as exc:
-            counters.exchange_errors += 1
-            failures += 1
-            wait = min(MAX_BACKOFF_S, 2.0 ** min(failures, 5))
-            log.warning("%s; trying again in %.0fs", exc, wait)
-            sleep(wait)
+        except (RateLimited, ExchangeUnavailable) as exc:
+            failures = _wait_out(exc, failures, counters, sleep)
     return None
 
 
