@@ -29,6 +29,14 @@ def _num(value: Any, places: int) -> str:
     return f"{value:,.{places}f}"
 
 
+def _finality(row: Row) -> str:
+    """A final window that refused late trades is never shown as simply complete."""
+    late = int(row.get("late_trade_count") or 0)
+    if not row["is_final"]:
+        return "open"
+    return f"yes, {late} late" if late else "yes"
+
+
 def table(rows: Sequence[Row], per_symbol: int = 3) -> str:
     """The latest ``per_symbol`` windows of each symbol as a fixed-width text table."""
     header = ("symbol", "minute (UTC)", "final", "trades", "open", "high", "low", "close", "avg price", "vwap",
@@ -39,7 +47,7 @@ def table(rows: Sequence[Row], per_symbol: int = 3) -> str:
         for r in mine:
             places = 2 if r["close_price"] >= 100 else 4 if r["close_price"] >= 1 else 6
             lines.append((
-                symbol, r["start_time"].strftime("%Y-%m-%d %H:%M"), "yes" if r["is_final"] else "open",
+                symbol, r["start_time"].strftime("%Y-%m-%d %H:%M"), _finality(r),
                 str(r["trade_count"]), _num(r["open_price"], places), _num(r["high_price"], places),
                 _num(r["low_price"], places), _num(r["close_price"], places), _num(r["average_price"], places + 2),
                 _num(r["vwap"], places + 2), _num(r["volume"], 4),
