@@ -146,18 +146,20 @@ def after_coverage(heartbeats: list[tuple[str, int, int, int, int]]) -> Column |
     return condition
 
 
-def islands(trade_rows: DataFrame) -> DataFrame:
-    """Per (symbol, minute), each run of consecutive agg ids with its exact accumulator columns.
+def islands(trade_rows: DataFrame, after: Column | None = None) -> DataFrame:
+    """Per (symbol, minute), each run of consecutive agg ids with its exact accumulator columns; ``after`` (see
+    ``after_coverage``) splits off, in islands of their own, the trades behind a heartbeat that covers them.
 
     One shuffle: by (symbol, minute); a redelivered (symbol, agg id) is always in the same minute, so the
     deduplication, the numbering and the grouping all reuse that partitioning.
     """
-    by_minute = Window.partitionBy("symbol", "start_ms").orderBy("agg_id")
+    by_minute = Window.partitionBy("symbol", "start_ms", "after").orderBy("agg_id")
+    flagged = trade_rows.withColumn("after", F.coalesce(after, F.lit(False)) if after is not None else F.lit(False))
     return (
-        trade_rows.repartition("symbol", "start_ms")
-        .dropDuplicates(["symbol", "start_ms", "agg_id"])
+        flagged.repartition("symbol", "start_ms")
+        .dropDuplicates(["symbol", "start_ms", "after", "agg_id"])
         .withColumn("island", F.col("agg_id") - F.row_number().over(by_minute))
-        .groupBy("symbol", "start_ms", "island")
+        .groupBy("symbol", "start_ms", "after", "island")
         .agg(
             F.count(F.lit(1)).alias("agg_trade_count"),
             F.sum(F.col("last_trade_id") - F.col("first_trade_id") + 1).alias("trade_count"),

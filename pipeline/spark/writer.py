@@ -80,9 +80,15 @@ def accumulator(row: Any) -> windows.Accumulator:
     )
 
 
-def collect_islands(trade_rows: DataFrame) -> list[merging.Island]:
-    return [merging.Island(r["symbol"], int(r["start_ms"]), int(r["open_id"]), int(r["close_id"]), accumulator(r))
-            for r in transforms.islands(trade_rows).collect()]
+def collect_islands(trade_rows: DataFrame, after: Any = None) -> tuple[list[merging.Island], list[merging.Island]]:
+    """The batch's islands, and apart those of trades behind a heartbeat that covers them (late; normally none)."""
+    normal: list[merging.Island] = []
+    behind: list[merging.Island] = []
+    for r in transforms.islands(trade_rows, after).collect():
+        island = merging.Island(r["symbol"], int(r["start_ms"]), int(r["open_id"]), int(r["close_id"]),
+                                accumulator(r))
+        (behind if r["after"] else normal).append(island)
+    return normal, behind
 
 
 def _in_windows(keys: set[Key]) -> Any:
@@ -134,7 +140,7 @@ class BatchWriter:
                   int(r["complete_before_ms"])) for r in side if not r["reason"]]
         trade_rows = transforms.trades(parsed)
         after = transforms.after_coverage(beats)
-        islands = collect_islands(trade_rows if after is None else trade_rows.where(~after))
+        islands, behind = collect_islands(trade_rows, after)
         with mysql_store.transaction(self.url) as cur:
             if mysql_store.ledger_has(cur, self.run, QUERY, batch_id):
                 return None, inputs
@@ -143,14 +149,14 @@ class BatchWriter:
             before = mysql_store.load_coverage(cur, symbols)
             outcomes, exact = merging.plan(stored, before, islands)
             if exact:
-                normal = trade_rows if after is None else trade_rows.where(~after)
+                normal = trade_rows if after is None else trade_rows.where(~F.coalesce(after, F.lit(False)))
                 for key, trades in _exact_trades(normal, exact).items():
                     closed = merging.is_closed(stored.get(key), before.get(key[0], []), key[1],
                                                key[1] + windows.WINDOW_MS)
                     outcomes[key] = merging.merge_trades(stored.get(key), trades, closed)
             late = Counter({k: o.late for k, o in outcomes.items() if o.late})
             duplicates = sum(o.duplicates for o in outcomes.values())
-            if late or after is not None:
+            if late or behind:  # rare: fetch the late trades themselves
                 kept, more_late, more_duplicates = self._late(parsed, set(late), after, stored, outcomes)
                 quarantine += kept
                 late.update(more_late)
@@ -180,7 +186,7 @@ class BatchWriter:
         """The late trades themselves, kept where an operator (or a backfill) can find them: those of windows that
         were closed before the batch (counted by ``merging``), and those behind a heartbeat that covers them in
         this batch (counted here). A redelivery of a counted trade is a duplicate, not late."""
-        is_after = after if after is not None else F.lit(False)
+        is_after = F.coalesce(after, F.lit(False)) if after is not None else F.lit(False)
         wanted = is_after | _in_windows(closed) if closed else is_after
         rows = (transforms.trades(parsed, "topic", "kafka_timestamp", "raw_value").where(wanted)
                 .withColumn("after", is_after).collect())

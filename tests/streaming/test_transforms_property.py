@@ -46,7 +46,9 @@ def kafka_rows(spark: Any, values: list[tuple[bytes, bytes]]) -> Any:
 def spark_windows(spark: Any, values: list[tuple[bytes, bytes]]) -> Any:
     """The job's path for one batch into an empty store: Spark's islands, merged by the writer's core logic."""
     classified = transforms.classify(transforms.parse(kafka_rows(spark, values)))
-    outcomes, exact = merging.plan({}, {}, collect_islands(transforms.trades(classified)))
+    islands, behind = collect_islands(transforms.trades(classified))
+    assert not behind  # no heartbeat covers a trade before it here
+    outcomes, exact = merging.plan({}, {}, islands)
     assert not exact  # one batch into an empty store: nothing was held before
     rows = [windows.result(k[0], k[1], o.acc) for k, o in outcomes.items()]
     return spark.createDataFrame([dataclasses.astuple(r) for r in rows], WINDOW_SCHEMA)
