@@ -109,8 +109,8 @@ def parse_speed(raw: str) -> float | None:
         factor = Decimal(text.removesuffix("x"))
     except ArithmeticError as exc:
         raise ConfigError(f"--speed must be max, 1x or Nx (e.g. 60x), got {raw!r}") from exc
-    if not text.endswith("x") or not factor.is_finite() or factor <= 0:
-        raise ConfigError(f"--speed must be max, 1x or Nx (e.g. 60x), got {raw!r}")
+    if not text.endswith("x") or not factor.is_finite() or not Decimal("0.001") <= factor <= 1_000_000:
+        raise ConfigError(f"--speed must be max, 1x or Nx with N from 0.001 to 1000000 (e.g. 60x), got {raw!r}")
     return float(factor)
 
 

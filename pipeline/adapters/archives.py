@@ -71,18 +71,25 @@ class Archive:
         a row outside the period the name says or out of order: the period becomes a coverage claim (every trade
         of it is here), so the file must hold that period and nothing else."""
         previous: Trade | None = None
-        for line_no, row in enumerate(csv.reader(self._lines()), start=1):
-            if not row or (line_no == 1 and is_header(row)):
-                continue
-            try:
-                trade = parse_archive_row(self.symbol, row)
-            except MalformedTrade as exc:
-                raise InputError(f"{self.path.name} line {line_no}: {exc}") from exc
-            if not self.covered_from_ms <= trade.event_time_ms < self.complete_before_ms:
-                raise InputError(f"{self.path.name} line {line_no}: time {trade.event_time_ms} is outside the period "
-                                 "the file name says")
-            if previous is not None and (trade.agg_id <= previous.agg_id
-                                         or trade.event_time_ms < previous.event_time_ms):
-                raise InputError(f"{self.path.name} line {line_no}: agg id or time goes backwards")
-            previous = trade
-            yield trade
+        line_no = 0
+        try:
+            for line_no, row in enumerate(csv.reader(self._lines()), start=1):
+                if not row or (line_no == 1 and is_header(row)):
+                    continue
+                trade = self._row(line_no, row, previous)
+                previous = trade
+                yield trade
+        except csv.Error as exc:  # a field over csv's limit (128 KiB), a NUL byte...
+            raise InputError(f"{self.path.name} line {line_no + 1}: not a CSV row ({exc})") from exc
+
+    def _row(self, line_no: int, row: list[str], previous: Trade | None) -> Trade:
+        try:
+            trade = parse_archive_row(self.symbol, row)
+        except MalformedTrade as exc:
+            raise InputError(f"{self.path.name} line {line_no}: {exc}") from exc
+        if not self.covered_from_ms <= trade.event_time_ms < self.complete_before_ms:
+            raise InputError(f"{self.path.name} line {line_no}: time {trade.event_time_ms} is outside the period "
+                             "the file name says")
+        if previous is not None and (trade.agg_id <= previous.agg_id or trade.event_time_ms < previous.event_time_ms):
+            raise InputError(f"{self.path.name} line {line_no}: agg id or time goes backwards")
+        return trade

@@ -15,6 +15,7 @@ for its symbol, never because another symbol's or another producer's trades ran 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import uuid
@@ -36,8 +37,10 @@ def run_id(checkpoint_dir: Path) -> str:
     """A stable id for this checkpoint (the ledger's key): created with it, gone with it."""
     path = checkpoint_dir / "pipeline-run-id"
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    if not path.exists():
-        path.write_text(str(uuid.uuid4()))
+    if not path.exists():  # written whole or not at all: a crash mid-write must not leave an empty id
+        partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+        partial.write_text(str(uuid.uuid4()))
+        os.replace(partial, path)
     return path.read_text().strip()
 
 

@@ -189,6 +189,7 @@ def test_unknown_symbol_in_live_mode_is_one_clear_line(settings_for: Settings, t
     # The name is a coverage claim: rows of another day, or a day not over yet, must not close windows.
     (["replay", "--source", "{archive}", "--source", "{misnamed}"], "outside the period the file name says"),
     (["replay", "--source", "{future}"], "has not ended"),
+    (["replay", "--source", "{huge}"], "line 1: not a CSV row"),  # a 200 KiB field: csv's limit, not exit 70
 ])
 def test_bad_input_is_one_clear_line_and_publishes_nothing(settings_for: Settings, tmp_path: Path,
                                                            args: list[str], message: str) -> None:
@@ -197,12 +198,15 @@ def test_bad_input_is_one_clear_line_and_publishes_nothing(settings_for: Setting
     bad = write_archive(tmp_path, "ADAUSDT", "2025-01-02", synthetic_trades("ADAUSDT", 1_735_776_000_000, 10, seed=5))
     misnamed = write_archive(tmp_path, "ADAUSDT", "2025-01-05", good)
     future = write_archive(tmp_path, "ADAUSDT", "2099-01-01", good)
+    huge = write_archive(tmp_path, "ADAUSDT", "2025-01-06", [])
+    huge.write_text('1,"' + "9" * 200_000 + '",1,1,1,1735689600000,true,true\n')
     lines = bad.read_text().splitlines()
     lines[2] = lines[2].replace(",", ";", 1)
     bad.write_text("\n".join(lines) + "\n")
     bad_zip = tmp_path / "ADAUSDT-aggTrades-2025-01-03.zip"
     bad_zip.write_bytes(b"PK\x03\x04 truncated")
-    args = [a.format(archive=archive, bad=bad, bad_zip=bad_zip, misnamed=misnamed, future=future) for a in args]
+    args = [a.format(archive=archive, bad=bad, bad_zip=bad_zip, misnamed=misnamed, future=future, huge=huge)
+            for a in args]
     result = cli(args, env_for(settings_for))
     assert result.returncode != 0
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr

@@ -64,7 +64,7 @@ def test_parse_speed(raw: str, speed: float | None) -> None:
     assert producer.parse_speed(raw) == speed
 
 
-@pytest.mark.parametrize("raw", ["fast", "0x", "-2x", "10", "x", "nanx"])
+@pytest.mark.parametrize("raw", ["fast", "0x", "-2x", "10", "x", "nanx", "1e-400x", "2000000x"])
 def test_bad_speed(raw: str) -> None:
     with pytest.raises(ConfigError):
         producer.parse_speed(raw)
