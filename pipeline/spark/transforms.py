@@ -51,7 +51,8 @@ def parse(kafka_rows: DataFrame) -> DataFrame:
     """Kafka source rows -> the raw value, its coordinates, and the parsed message (null if not JSON)."""
     value = F.col("value").cast("string")
     return kafka_rows.select(
-        "topic", "partition", "offset", F.col("timestamp").alias("kafka_timestamp"),
+        # Epoch ms, not a timestamp: collect() would turn a timestamp into the driver's *local* time.
+        "topic", "partition", "offset", F.unix_millis("timestamp").alias("kafka_timestamp_ms"),
         value.alias("raw_value"),
         F.from_json(value, MESSAGE_SCHEMA, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": "_corrupt"})
         .alias("msg"),
@@ -106,7 +107,7 @@ def classify(messages: DataFrame) -> DataFrame:
 
 def quarantined(classified: DataFrame) -> DataFrame:
     return classified.where(F.col("reason").isNotNull()).select(
-        "topic", "partition", "offset", "kafka_timestamp", "raw_value", "reason")
+        "topic", "partition", "offset", "kafka_timestamp_ms", "raw_value", "reason")
 
 
 def coverage(classified: DataFrame) -> DataFrame:

@@ -91,6 +91,10 @@ def collect_islands(trade_rows: DataFrame, after: Any = None) -> tuple[list[merg
     return normal, behind
 
 
+def _utc(ms: int | None) -> Any:
+    return None if ms is None else mysql_store.utc(int(ms))
+
+
 def _in_windows(keys: set[Key]) -> Any:
     return F.concat_ws(":", "symbol", F.col("start_ms").cast("string")).isin(sorted(f"{s}:{t}" for s, t in keys))
 
@@ -131,11 +135,12 @@ class BatchWriter:
     def _apply(self, parsed: DataFrame, batch_id: int) -> tuple[mysql_store.BatchCounts | None, int]:
         m = F.col("msg")
         side = parsed.where(F.col("reason").isNotNull() | (m["type"] == "heartbeat")).select(
-            "topic", "partition", "offset", "kafka_timestamp", "raw_value", "reason",
+            "topic", "partition", "offset", "kafka_timestamp_ms", "raw_value", "reason",
             m["s"].alias("symbol"), m["from"].alias("covered_from_ms"), m["T"].alias("complete_before_ms")).collect()
         inputs = parsed.count()
-        quarantine = [mysql_store.QuarantinedMessage(r["topic"], r["partition"], r["offset"], r["kafka_timestamp"],
-                                                     r["raw_value"], r["reason"]) for r in side if r["reason"]]
+        quarantine = [mysql_store.QuarantinedMessage(r["topic"], r["partition"], r["offset"],
+                                                     _utc(r["kafka_timestamp_ms"]), r["raw_value"], r["reason"])
+                      for r in side if r["reason"]]
         beats = [(r["symbol"], int(r["partition"]), int(r["offset"]), int(r["covered_from_ms"]),
                   int(r["complete_before_ms"])) for r in side if not r["reason"]]
         trade_rows = transforms.trades(parsed)
@@ -188,7 +193,7 @@ class BatchWriter:
         this batch (counted here). A redelivery of a counted trade is a duplicate, not late."""
         is_after = F.coalesce(after, F.lit(False)) if after is not None else F.lit(False)
         wanted = is_after | _in_windows(closed) if closed else is_after
-        rows = (transforms.trades(parsed, "topic", "kafka_timestamp", "raw_value").where(wanted)
+        rows = (transforms.trades(parsed, "topic", "kafka_timestamp_ms", "raw_value").where(wanted)
                 .withColumn("after", is_after).collect())
         kept, late, duplicates, seen = [], Counter[Key](), 0, set[tuple[str, int]]()
         for r in sorted(rows, key=lambda r: (r["partition"], r["offset"])):
@@ -201,6 +206,6 @@ class BatchWriter:
             if r["after"]:
                 late[key] += 1
             kept.append(mysql_store.QuarantinedMessage(
-                r["topic"], r["partition"], r["offset"], r["kafka_timestamp"], r["raw_value"],
+                r["topic"], r["partition"], r["offset"], _utc(r["kafka_timestamp_ms"]), r["raw_value"],
                 f"late: window {key[0]} {mysql_store.utc(key[1]):%Y-%m-%d %H:%M} was already declared complete"))
         return kept, late, duplicates

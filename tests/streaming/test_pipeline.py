@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from pipeline.core import messages
 from pipeline.core.trades import Trade
 from pipeline.settings import Settings
 from tests.archive_builder import synthetic_trades, write_archive
-from tests.cli_helpers import env_for
+from tests.cli_helpers import env_for, run
 from tests.cli_helpers import ok as cli
 from tests.integration.test_ingestion import CASSETTE, cassette_trades
 from tests.kafka_helpers import read_all
@@ -103,12 +104,17 @@ def test_malformed_messages_go_to_quarantine_and_the_job_goes_on(settings_for: S
             producer.send(settings_for.topic, key=k, value=v)
     producer.flush()
     producer.close()
-    cli(settings_for, "process", "--until-idle")
+    sent_at = datetime.now(UTC).replace(tzinfo=None)
+    # A driver whose local time is not UTC must still keep Kafka's timestamps in UTC.
+    result = run(["process", "--until-idle"], env_for(settings_for, TZ="America/New_York"))
+    assert result.returncode == 0, result.stderr[-3000:]
     url = settings_for.mysql_url
     assert url is not None
     with mysql_store.transaction(url) as cur:
-        cur.execute("SELECT reason FROM quarantine ORDER BY kafka_offset")
-        reasons = [r[0] for r in cur.fetchall()]
+        cur.execute("SELECT reason, kafka_timestamp FROM quarantine ORDER BY kafka_offset")
+        kept = cur.fetchall()
+    reasons = [r[0] for r in kept]
+    assert all(abs((stamp - sent_at).total_seconds()) < 120 for _, stamp in kept), kept
     assert sorted(reasons) == sorted([
         "not a JSON object with fields of the schema's types", "unsupported schema version",
         "price is not a decimal with at most 8 places", "invalid record: trade ids are -1",
