@@ -15,7 +15,7 @@ of consecutive agg ids with their exact accumulator) and this module merges them
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from pipeline.core import coverage
 from pipeline.core.coverage import Range
@@ -101,6 +101,18 @@ def is_closed(stored: Stored | None, symbol_coverage: Sequence[Range], start_ms:
 
 
 Key = tuple[str, int]  # (symbol, window start ms)
+
+
+def settle(stored: dict[Key, Stored], symbol_coverage: dict[str, list[Range]], islands: Iterable[Island],
+           trades_of: Callable[[set[Key]], dict[Key, list[Trade]]]) -> dict[Key, Outcome]:
+    """Every window's outcome: ``plan``, then the exact path for the windows it names, whose trades ``trades_of``
+    fetches (the Spark job collects them; rare: only windows with redelivered ids)."""
+    outcomes, exact = plan(stored, symbol_coverage, islands)
+    if exact:
+        for key, trades in trades_of(exact).items():
+            closed = is_closed(stored.get(key), symbol_coverage.get(key[0], []), key[1], key[1] + WINDOW_MS)
+            outcomes[key] = merge_trades(stored.get(key), trades, closed)
+    return outcomes
 
 
 def plan(stored: dict[Key, Stored], symbol_coverage: dict[str, list[Range]],

@@ -35,24 +35,14 @@ QUERY = "stream"  # its ledger rows; not "windows", the stateful query of schema
 class JobSummary:
     batches: int = 0
     input_rows: int = 0
-    trades_merged: int = 0
-    duplicates: int = 0
-    late_trades: int = 0
-    windows_written: int = 0
-    windows_finalized: int = 0
-    quarantined: int = 0
+    counts: mysql_store.BatchCounts = mysql_store.BatchCounts()  # this run's sums of the ledger's figures
     skipped_batches: int = 0  # re-executed batches the ledger had applied already
     spark_restarts: int = 0  # queries started again after SPARK-55271
     batch_ms: list[int] = dataclasses.field(default_factory=list)
     checkpoint_totals: mysql_store.BatchCounts | None = None  # the ledger's sums over every run of the checkpoint
 
     def add(self, counts: mysql_store.BatchCounts) -> None:
-        self.trades_merged += counts.trades_merged
-        self.duplicates += counts.duplicates
-        self.late_trades += counts.late_trades
-        self.quarantined += counts.quarantined
-        self.windows_written += counts.rows_written
-        self.windows_finalized += counts.rows_finalized
+        self.counts = self.counts + counts
 
     def line(self) -> str:
         durations = sorted(self.batch_ms)
@@ -60,9 +50,10 @@ class JobSummary:
         if durations:
             p50, p95 = durations[len(durations) // 2], durations[min(len(durations) - 1, len(durations) * 95 // 100)]
             timing = f"; batch time p50 {p50} ms, p95 {p95} ms, max {durations[-1]} ms"
-        return (f"{self.batches} batches, {self.input_rows} Kafka messages, {self.trades_merged} trades counted, "
-                f"{self.duplicates} duplicates ignored, {self.late_trades} late trades, {self.windows_written} "
-                f"window rows written, {self.windows_finalized} became final, {self.quarantined} quarantined, "
+        c = self.counts
+        return (f"{self.batches} batches, {self.input_rows} Kafka messages, {c.trades_merged} trades counted, "
+                f"{c.duplicates} duplicates ignored, {c.late_trades} late trades, {c.rows_written} "
+                f"window rows written, {c.rows_finalized} became final, {c.quarantined} quarantined, "
                 f"{self.skipped_batches} re-executed batches skipped{timing}"
                 + (f"; {self.spark_restarts} queries restarted after SPARK-55271" if self.spark_restarts else "")
                 + (f"; since the checkpoint began: {self.checkpoint_totals.trades_merged} trades counted, "
@@ -152,13 +143,8 @@ class BatchWriter:
             stored = mysql_store.load_windows(cur, {(i.symbol, i.start_ms) for i in islands})
             symbols = {i.symbol for i in islands} | {b[0] for b in beats}
             before = mysql_store.load_coverage(cur, symbols)
-            outcomes, exact = merging.plan(stored, before, islands)
-            if exact:
-                normal = trade_rows if after is None else trade_rows.where(~F.coalesce(after, F.lit(False)))
-                for key, trades in _exact_trades(normal, exact).items():
-                    closed = merging.is_closed(stored.get(key), before.get(key[0], []), key[1],
-                                               key[1] + windows.WINDOW_MS)
-                    outcomes[key] = merging.merge_trades(stored.get(key), trades, closed)
+            normal = trade_rows if after is None else trade_rows.where(~F.coalesce(after, F.lit(False)))
+            outcomes = merging.settle(stored, before, islands, lambda keys: _exact_trades(normal, keys))
             late = Counter({k: o.late for k, o in outcomes.items() if o.late})
             duplicates = sum(o.duplicates for o in outcomes.values())
             if late or behind:  # rare: fetch the late trades themselves

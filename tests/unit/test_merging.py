@@ -35,12 +35,11 @@ def islands_of(trades: Iterable[Trade]) -> list[Island]:
 
 def apply(store: dict[Key, Stored], batch: list[Trade], symbol_coverage: dict[str, list[tuple[int, int]]]) \
         -> list[merging.Outcome]:
-    """One batch through ``plan`` and, where it asks, the exact path: the writer's decisions without MySQL."""
-    outcomes, exact = merging.plan(store, symbol_coverage, islands_of(batch))
-    for key in exact:
-        closed = merging.is_closed(store.get(key), symbol_coverage.get(key[0], []), key[1], key[1] + 60_000)
-        mine = [t for t in batch if (t.symbol, windows.window_start_ms(t.event_time_ms)) == key]
-        outcomes[key] = merging.merge_trades(store.get(key), mine, closed)
+    """One batch through ``merging.settle`` (what the writer calls), the store's writes done on a dict."""
+    def trades_of(keys: set[Key]) -> dict[Key, list[Trade]]:
+        return {k: [t for t in batch if (t.symbol, windows.window_start_ms(t.event_time_ms)) == k] for k in keys}
+
+    outcomes = merging.settle(store, symbol_coverage, islands_of(batch), trades_of)
     for key, o in outcomes.items():
         if o.merged:
             previous = store.get(key)
@@ -66,6 +65,10 @@ def test_a_worked_example_fast_path_duplicates_and_late() -> None:
     before = store[("BTCUSDT", 60_000)]
     [late] = apply(store, [trade(105, 63_000, "1000")], {"BTCUSDT": [(0, 119_999)]})
     assert (late.merged, late.late) == (0, 1)
+    assert store[("BTCUSDT", 60_000)] == before
+    # The same on the exact path (a redelivery beside the late trade): one duplicate, one late, nothing merged.
+    [mixed] = apply(store, [trade(101, 60_500, "12"), trade(106, 64_000, "1000")], {"BTCUSDT": [(0, 119_999)]})
+    assert (mixed.merged, mixed.duplicates, mixed.late) == (0, 1, 1)
     assert store[("BTCUSDT", 60_000)] == before
 
 
