@@ -176,6 +176,10 @@ class BatchCounts:
     rows_written: int = 0
     rows_finalized: int = 0
 
+    def __add__(self, other: BatchCounts) -> BatchCounts:
+        return BatchCounts(*(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other),
+                                                    strict=True)))
+
 
 def record_batch(cur: Any, run_id: str, query: str, batch_id: int, counts: BatchCounts) -> None:
     cur.execute("INSERT INTO pipeline_batches (run_id, query_name, batch_id, rows_written, rows_finalized, "

@@ -105,11 +105,6 @@ def classify(messages: DataFrame) -> DataFrame:
     return messages.withColumn("reason", reason)
 
 
-def quarantined(classified: DataFrame) -> DataFrame:
-    return classified.where(F.col("reason").isNotNull()).select(
-        "topic", "partition", "offset", "kafka_timestamp_ms", "raw_value", "reason")
-
-
 def coverage(classified: DataFrame) -> DataFrame:
     """Valid heartbeats: (symbol, covered_from_ms, complete_before_ms)."""
     m = F.col("msg")
