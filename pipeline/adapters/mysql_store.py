@@ -116,11 +116,17 @@ def utc(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).replace(tzinfo=None)
 
 
+# A server that stops answering (frozen, partitioned) fails the statement after this long instead of hanging the
+# job; ``transaction`` retries such failures (see RETRYABLE).
+IO_TIMEOUT_SECONDS = 30
+
+
 def connect(url: MysqlUrl, database: bool = True) -> pymysql.connections.Connection:
     try:
         return pymysql.connect(host=url.host, port=url.port, user=url.user, password=url.password,
                                database=url.database if database else None, autocommit=False,
-                               connect_timeout=10, init_command="SET time_zone = '+00:00'")
+                               connect_timeout=10, read_timeout=IO_TIMEOUT_SECONDS,
+                               write_timeout=IO_TIMEOUT_SECONDS, init_command="SET time_zone = '+00:00'")
     except pymysql.err.OperationalError as exc:
         raise ServiceError(f"MySQL at {url} is unreachable or refused the login: {exc.args[-1]}") from exc
 
