@@ -1,4 +1,5 @@
-"""Binance public-data archives written from trades, in Binance's layout (no header; ms or µs timestamps)."""
+"""Binance public-data archives written from trades, in Binance's layout (no header; ms or µs timestamps), and
+USD-M futures look-alikes (data.binance.vision/data/futures/um/...: a header row, 7 columns, same file names)."""
 
 from __future__ import annotations
 
@@ -30,10 +31,23 @@ def row(trade: Trade, micros: bool = False) -> str:
             f"{stamp},{trade.buyer_is_maker},{trade.best_match}")
 
 
+FUTURES_HEADER = "agg_trade_id,price,quantity,first_trade_id,last_trade_id,transact_time,is_buyer_maker"
+
+
+def futures_row(trade: Trade) -> str:
+    """A USD-M futures aggTrades row: no best-match column, booleans in lower case."""
+    return (f"{trade.agg_id},{trade.price:.8f},{trade.quantity:.8f},{trade.first_trade_id},{trade.last_trade_id},"
+            f"{trade.event_time_ms},{str(trade.buyer_is_maker).lower()}")
+
+
 def write_archive(directory: Path, symbol: str, day: str, trades: list[Trade], *, micros: bool = False,
-                  zipped: bool = False) -> Path:
+                  zipped: bool = False, futures: bool = False) -> Path:
+    """``futures``: write what a USD-M futures archive of that name holds (its header, then 7-column rows)."""
     name = f"{symbol}-aggTrades-{day}"
-    text = "".join(row(t, micros) + "\n" for t in trades)
+    if futures:
+        text = FUTURES_HEADER + "\n" + "".join(futures_row(t) + "\n" for t in trades)
+    else:
+        text = "".join(row(t, micros) + "\n" for t in trades)
     if zipped:
         path = directory / f"{name}.zip"
         with zipfile.ZipFile(path, "w") as zf:

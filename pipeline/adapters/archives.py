@@ -1,6 +1,9 @@
 """Binance public-data aggTrades archives: ``<SYMBOL>-aggTrades-<YYYY-MM-DD>.csv`` or ``.zip`` (daily), or
 ``<SYMBOL>-aggTrades-<YYYY-MM>.csv``/``.zip`` (monthly). The symbol and the period come from the file name; the
 period tells until when the file is complete (the end of that day or month).
+
+Spot archives only: they have no header. A file that starts with one (a USD-M futures archive has the same names,
+a header and 7 columns) is refused as a whole, before anything is published.
 """
 
 from __future__ import annotations
@@ -16,10 +19,31 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pipeline.core.trades import MalformedTrade, Trade, is_header, parse_archive_row
+from pipeline.core.trades import MalformedTrade, Trade, parse_archive_row
 from pipeline.errors import InputError
 
 _NAME = re.compile(r"^(?P<symbol>[A-Z0-9]{2,20})-aggTrades-(?P<year>\d{4})-(?P<month>\d{2})(?:-(?P<day>\d{2}))?$")
+# USD-M futures aggTrades archives (data.binance.vision/data/futures/um/...) share the file names, but start with
+# this header row and have no best-match column. Spot archives have no header at all.
+FUTURES_HEADER = ("agg_trade_id", "price", "quantity", "first_trade_id", "last_trade_id", "transact_time",
+                  "is_buyer_maker")
+_NUMBER = re.compile(r"^\s*-?\d+(\.\d*)?\s*$")
+
+
+def header_refusal(row: list[str]) -> str | None:
+    """Why a file whose first row is a header (no field is a number) is refused; ``None`` for a data row.
+
+    Spot aggTrades archives never carry a header, so a header means another kind of file: a USD-M futures archive
+    (same names, 7 columns, agg ids of another market that collide with the spot ones), or some other export.
+    Skipping the header, as this reader once did, let futures trades land in the spot windows."""
+    if any(_NUMBER.match(cell) for cell in row):
+        return None
+    shown = ",".join(row)[:120]
+    if tuple(cell.strip().lower() for cell in row) == FUTURES_HEADER or "transact_time" in shown.lower():
+        return (f"this looks like a USD-M futures archive (header row {shown!r}); only spot aggTrades archives "
+                "are accepted")
+    return (f"a header row ({shown!r}), which spot aggTrades archives do not have; only spot aggTrades archives "
+            "are accepted")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,8 +98,10 @@ class Archive:
         line_no = 0
         try:
             for line_no, row in enumerate(csv.reader(self._lines()), start=1):
-                if not row or (line_no == 1 and is_header(row)):
+                if not row:
                     continue
+                if previous is None and (refusal := header_refusal(row)):  # the first row that is not blank
+                    raise InputError(f"{self.path.name} line {line_no}: {refusal}")
                 trade = self._row(line_no, row, previous)
                 previous = trade
                 yield trade
