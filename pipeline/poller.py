@@ -27,10 +27,18 @@ from pipeline.adapters.binance import MAX_LIMIT, ExchangeUnavailable, Page, Rate
 from pipeline.core.messages import Heartbeat, ResumePoint
 from pipeline.core.trades import MalformedTrade, Trade, parse_rest
 from pipeline.core.windows import WINDOW_MS, window_start_ms
+from pipeline.errors import ConfigError
 from pipeline.producer import Counters, Item
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF_S = 30.0
+# An exchange that has never answered since start (a wrong --base-url, a proxy answering HTML, no route) is a
+# configuration problem after this long; once it has answered, outages are retried for as long as they last.
+NEVER_REACHED_S = 300.0
+
+
+class NeverReached(ConfigError):
+    """No answer that is Binance's since the producer started, for ``NEVER_REACHED_S``."""
 
 
 class TradeSource(Protocol):
@@ -138,13 +146,14 @@ def _parse_page(symbol: str, records: Sequence[object], counters: Counters) -> l
 def poll(source: TradeSource, states: Mapping[str, SymbolState], counters: Counters, *, lag_ms: int,
          poll_interval_s: float = 1.0, clock: Callable[[], float] = time.time,
          sleep: Callable[[float], None] = time.sleep, stop: Callable[[], bool] = lambda: False,
-         on_answer: Callable[[], None] = lambda: None) -> Iterator[Item]:
+         on_answer: Callable[[], None] = lambda: None, never_reached_s: float = NEVER_REACHED_S) -> Iterator[Item]:
     """Trades and coverage heartbeats of every symbol, until ``stop()``.
 
     Exchange trouble never ends the loop: 429/418 waits out Retry-After (no request meanwhile), and every other
     answer that is not a page of trades (5xx, timeouts, resets, HTML or truncated bodies) is counted, logged and
     retried with a backoff that grows with consecutive failures. Only a request Binance rejects as invalid (an
-    unknown symbol: ``ExchangeError``) is raised: that is a configuration error.
+    unknown symbol: ``ExchangeError``) is raised: that is a configuration error; so is an exchange that has not
+    answered once since start within ``never_reached_s`` (``NeverReached``).
     """
     failures = 0
     while not stop():
@@ -159,14 +168,15 @@ def poll(source: TradeSource, states: Mapping[str, SymbolState], counters: Count
             try:
                 if state.cursor is None:
                     state.cursor = first_id_at(source, state.symbol, state.covered_from_ms)
+                    counters.answered = True
                 if state.cursor is None:  # no trade at all yet: ask again later
                     state.due_s = clock() + poll_interval_s
                     continue
                 page = source.agg_trades(state.symbol, from_id=state.cursor)
             except (RateLimited, ExchangeUnavailable) as exc:
-                failures = _wait_out(exc, failures, counters, sleep)
+                failures = _wait_out(exc, failures, counters, sleep, clock, never_reached_s)
                 break
-            failures = 0
+            failures, counters.answered = 0, True
             yield from _take(state, page, counters, lag_ms, clock)
             full = len(page.records) >= MAX_LIMIT
             state.due_s = clock() + (0.0 if full else poll_interval_s)
@@ -174,10 +184,20 @@ def poll(source: TradeSource, states: Mapping[str, SymbolState], counters: Count
 
 
 def _wait_out(exc: RateLimited | ExchangeUnavailable, failures: int, counters: Counters,
-              sleep: Callable[[float], None]) -> int:
+              sleep: Callable[[float], None], clock: Callable[[], float] = time.time,
+              never_reached_s: float = NEVER_REACHED_S) -> int:
     """Count and log an exchange failure, then wait as it asks: Retry-After for 429/418 (no request meanwhile), a
     backoff growing with consecutive failures otherwise. Returns the consecutive failures so far."""
     counters.exchange_errors += 1
+    if isinstance(exc, RateLimited):  # only Binance says that: it was reached
+        counters.answered = True
+    elif not counters.answered:
+        now = clock()
+        counters.failing_since_s = counters.failing_since_s if counters.failing_since_s is not None else now
+        if now - counters.failing_since_s >= never_reached_s:
+            raise NeverReached(f"no usable answer from the exchange since start ({now - counters.failing_since_s:.0f} "
+                               f"s, {counters.exchange_errors} failures; the last: {exc}): check --base-url and the "
+                               "network") from exc
     if isinstance(exc, RateLimited):
         log.warning("%s; sending nothing until it passes", exc)
         sleep(exc.retry_after_s)
@@ -222,20 +242,23 @@ def lag_report(states: Iterable[SymbolState], now_ms: int) -> str:
 
 
 def _newest_page(source: TradeSource, symbol: str, counters: Counters, sleep: Callable[[float], None],
-                 stop: Callable[[], bool]) -> Page | None:
+                 stop: Callable[[], bool], clock: Callable[[], float], never_reached_s: float) -> Page | None:
     """``limit=1``: the newest trade, asked until Binance answers (the same waits as ``poll``); None if stopped."""
     failures = 0
     while not stop():
         try:
-            return source.agg_trades(symbol, limit=1)
+            page = source.agg_trades(symbol, limit=1)
+            counters.answered = True
+            return page
         except (RateLimited, ExchangeUnavailable) as exc:
-            failures = _wait_out(exc, failures, counters, sleep)
+            failures = _wait_out(exc, failures, counters, sleep, clock, never_reached_s)
     return None
 
 
 def check_resume(source: TradeSource, resume: Mapping[str, ResumePoint], max_catch_up_ids: int,
                  counters: Counters | None = None, sleep: Callable[[float], None] = time.sleep,
-                 stop: Callable[[], bool] = lambda: False) -> dict[str, str]:
+                 stop: Callable[[], bool] = lambda: False, clock: Callable[[], float] = time.time,
+                 never_reached_s: float = NEVER_REACHED_S) -> dict[str, str]:
     """Compare each resume point with the exchange's newest agg id (one request per symbol); returns the
     implausible ones with the reason. An id above the newest cannot be Binance's (foreign data in the topic); one
     far below it means the topic's tail is not this producer's (a replay after it?) or a very long downtime."""
@@ -243,7 +266,8 @@ def check_resume(source: TradeSource, resume: Mapping[str, ResumePoint], max_cat
     for symbol, point in resume.items():
         if point.last_agg_id is None:
             continue
-        page = _newest_page(source, symbol, counters or Counters(), sleep, stop)
+        page = _newest_page(source, symbol, counters if counters is not None else Counters(), sleep, stop, clock,
+                            never_reached_s)
         if page is None:
             break
         newest = max((r["a"] for r in page.records if isinstance(r, dict) and type(r.get("a")) is int), default=None)

@@ -37,6 +37,8 @@ class Counters:
     missing_ids: int = 0
     heartbeats: int = 0
     exchange_errors: int = 0
+    answered: bool = False  # the exchange gave one usable answer since start
+    failing_since_s: float | None = None  # first failure while it had not (clock seconds)
 
     def summary(self) -> str:
         return (f"published {self.published}, invalid {self.invalid}, rejected {self.rejected}, "

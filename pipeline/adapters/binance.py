@@ -17,12 +17,13 @@ import logging
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from pipeline.errors import ExchangeError
+from pipeline.errors import ConfigError, ExchangeError
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,9 @@ class BinanceClient:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            raise ConfigError(f"the exchange URL must look like https://api.binance.com, got {base_url!r}")
         self._session = session or make_session()
         self._base_url = base_url.rstrip("/")
         self._weight_budget = weight_budget

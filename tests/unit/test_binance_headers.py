@@ -8,7 +8,8 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from pipeline.adapters.binance import _server_time_ms
+from pipeline.adapters.binance import BinanceClient, _server_time_ms
+from pipeline.errors import ConfigError
 
 
 @pytest.fixture
@@ -34,3 +35,10 @@ def test_no_or_bad_date_is_none() -> None:
     assert _server_time_ms(response) is None
     response.headers["Date"] = "yesterday"
     assert _server_time_ms(response) is None
+
+
+@pytest.mark.parametrize("url", ["api.binance.com", "ftp://api.binance.com", "https://", "http:///x",
+                                 "https://api.binance.com?x=1", "not a url"])
+def test_a_malformed_exchange_url_is_refused_before_any_request(url: str) -> None:
+    with pytest.raises(ConfigError, match="must look like https://api.binance.com"):
+        BinanceClient(base_url=url)

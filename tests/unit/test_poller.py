@@ -160,3 +160,39 @@ def test_the_first_id_at_a_time_whatever_the_density(rate: float, offset_ms: int
 def test_a_symbol_without_any_trade_is_asked_again_later() -> None:
     clock = poller.VirtualClock(T0 / 1000)
     assert poller.first_id_at(InMemoryExchange({"NEWUSDT": []}, clock), "NEWUSDT", T0) is None
+
+
+class _Unreachable:
+    """A base URL that never gives a usable answer (wrong host, a proxy's HTML page): fails every request."""
+
+    def __init__(self, exc: Exception) -> None:
+        self.exc, self.requests = exc, 0
+
+    def agg_trades(self, symbol: str, **_: object) -> Any:
+        self.requests += 1
+        raise self.exc
+
+
+@pytest.mark.parametrize("exc", [ExchangeUnavailable("GET /api/v3/aggTrades failed: ConnectionError: DNS"),
+                                 BadAnswer("not JSON: <html>")])
+def test_an_exchange_never_reached_since_start_is_a_configuration_error(exc: Exception) -> None:
+    clock, source = poller.VirtualClock(1_000.0), _Unreachable(exc)
+    states = poller.start_states(["BTCUSDT"], {}, T0)
+    with pytest.raises(poller.NeverReached, match="check --base-url"):
+        run(source, clock, states, until_s=10_000.0)  # type: ignore[arg-type]
+    assert poller.NEVER_REACHED_S <= clock() - 1_000.0 < poller.NEVER_REACHED_S + poller.MAX_BACKOFF_S + 1
+    with pytest.raises(poller.NeverReached):  # the resume check gives up the same way
+        poller.check_resume(source, {"BTCUSDT": ResumePoint(5, T0)}, 10, producer.Counters(),  # type: ignore[arg-type]
+                            clock.sleep, clock=clock)
+
+
+def test_once_reached_an_outage_is_retried_however_long_it_lasts() -> None:
+    clock = poller.VirtualClock(T0 / 1000)
+    exchange = InMemoryExchange({"BTCUSDT": records(2.0, 3, seed=5)}, clock)
+    counters = producer.Counters()
+    states = poller.start_states(["BTCUSDT"], {}, T0)
+    run(exchange, clock, states, until_s=T0 / 1000 + 30, counters=counters)
+    assert counters.answered
+    outage = _Unreachable(ExchangeUnavailable("GET failed: ConnectionError: Temporary failure in name resolution"))
+    run(outage, clock, states, until_s=clock() + 3 * poller.NEVER_REACHED_S, counters=counters)  # type: ignore[arg-type]
+    assert outage.requests > 10  # still asking, never raised
