@@ -49,6 +49,19 @@ class ResumePoint:
     complete_before_ms: int | None = None
 
 
+# A producer can only declare complete what happened before it published: a heartbeat whose T lies later than its
+# own Kafka timestamp, by more than the clock skew allowed between the exchange and the producer, is a bug or a
+# forgery, and would make every later trade of its symbol late.
+MAX_CLOCK_SKEW_MS = 300_000
+
+
+def claims_the_future(heartbeat: Heartbeat, published_ms: int | None) -> bool:
+    """Whether ``heartbeat``, published at ``published_ms`` (its Kafka timestamp; None or <= 0: unknown), declares
+    complete a stretch that had not happened yet."""
+    return published_ms is not None and published_ms > 0 and \
+        heartbeat.complete_before_ms > published_ms + MAX_CLOCK_SKEW_MS
+
+
 def encode_trade(trade: Trade) -> tuple[bytes, bytes]:
     value = {
         "v": SCHEMA_VERSION, "type": "trade", "s": trade.symbol, "a": trade.agg_id,

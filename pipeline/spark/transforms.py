@@ -22,7 +22,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import BooleanType, IntegerType, LongType, StringType, StructField, StructType
 
-from pipeline.core.messages import SCHEMA_VERSION
+from pipeline.core.messages import MAX_CLOCK_SKEW_MS, SCHEMA_VERSION
 from pipeline.core.trades import MAX_ID, MAX_NOTIONAL, MAX_TIME_MS, MIN_TIME_MS, SYMBOL_PATTERN
 from pipeline.core.windows import WINDOW_MS
 
@@ -86,6 +86,9 @@ def classify(messages: DataFrame) -> DataFrame:
         .when(is_heartbeat & ~symbol_ok, F.lit("heartbeat without a valid symbol"))
         .when(is_heartbeat & (~_time_ok(m["T"]) | m["from"].isNull() | (m["from"] < 0) | (m["from"] > m["T"])),
               F.lit("heartbeat needs 0 <= from <= T with T in 2017..2100"))
+        .when(is_heartbeat & (F.col("kafka_timestamp_ms") > 0)
+              & (m["T"] > F.col("kafka_timestamp_ms") + MAX_CLOCK_SKEW_MS),
+              F.lit("heartbeat declares complete a time after it was published (beyond 5 minutes of clock skew)"))
         .when(is_heartbeat, F.lit(None))
         .when(~is_trade | m["type"].isNull(), F.lit("unknown message type"))
         .when(~symbol_ok, F.lit("trade without a valid symbol (2 to 20 of A-Z, 0-9)"))

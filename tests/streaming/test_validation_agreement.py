@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -21,7 +21,8 @@ KAFKA_SCHEMA = ("key binary, value binary, topic string, partition int, offset l
                 "timestampType int")
 EDGES = st.sampled_from([
     0, -1, 2**53 - 1, 2**53, 2**63 - 1, 2**63, 1_483_228_799_999, 1_483_228_800_000, 4_102_444_799_999,
-    4_102_444_800_000, 1_735_689_600_000_000, "1e30", "1E2", " 1.5", "1.5 ", "1.000000001", "NaN", "-0",
+    4_102_444_800_000, 1_735_689_600_000_000, 1_767_269_160_000, 1_767_269_160_001,  # published + 5 min
+    "1e30", "1E2", " 1.5", "1.5 ", "1.000000001", "NaN", "-0",
     "0.00000000", "99999999999.99999999", "9999999999.99999999", "100000000", "1" * 25 + ".5", "btcusdt",
     "BTCUSDT ", "BTC-USDT", "B", "A" * 20, "A" * 21, "true", "", "１２"])
 HOSTILE = st.one_of(EDGES, EDGES, EDGES, st.none(), st.booleans(), st.floats(allow_nan=True, allow_infinity=True),
@@ -57,13 +58,20 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     yield spark_session(Settings.from_mapping({}).cache_dir, app_name="pipeline-validation-tests", master="local[2]")
 
 
+PUBLISHED = datetime(2026, 1, 1, 12, 1, tzinfo=UTC)  # the Kafka timestamp of every message here
+PUBLISHED_MS = 1_767_268_860_000
+
+
 def core_verdict(raw: bytes) -> Trade | messages.Heartbeat | None:
-    """What the producer side accepts: a decodable message that is not one of Binance's invalid records."""
+    """What the core accepts: a decodable message that is not one of Binance's invalid records, nor a heartbeat
+    declaring complete a time after it was published."""
     try:
         decoded = messages.decode(raw)
     except messages.MalformedMessage:
         return None
     if isinstance(decoded, Trade) and invalid_reason(decoded) is not None:
+        return None
+    if isinstance(decoded, messages.Heartbeat) and messages.claims_the_future(decoded, PUBLISHED_MS):
         return None
     return decoded
 
@@ -71,7 +79,7 @@ def core_verdict(raw: bytes) -> Trade | messages.Heartbeat | None:
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(raws=st.lists(hostile_message(), min_size=50, max_size=100))
 def test_core_and_spark_agree_on_hostile_messages(spark: Any, raws: list[bytes]) -> None:
-    rows = spark.createDataFrame([(b"k", r, "t", 0, i, datetime(2026, 1, 1), 0) for i, r in enumerate(raws)],
+    rows = spark.createDataFrame([(b"k", r, "t", 0, i, PUBLISHED, 0) for i, r in enumerate(raws)],
                                  KAFKA_SCHEMA)
     classified = transforms.classify(transforms.parse(rows))
     reasons = {r["offset"]: r["reason"] for r in classified.select("offset", "reason").collect()}
