@@ -37,7 +37,10 @@ MAX_INTEGER_DIGITS = 10
 MAX_NOTIONAL = 10**15
 MIN_TIME_MS = 1_483_228_800_000  # 2017-01-01: before Binance existed
 MAX_TIME_MS = 4_102_444_800_000  # 2100-01-01: no ms timestamp a clock produces today; µs ones are far above it
-MAX_ID = 2**53  # agg and trade ids: exact in JSON doubles, and sums of counts cannot overflow a BIGINT
+MAX_ID = 2**53  # agg and trade ids: exact in JSON doubles
+# Exchange trades in one aggTrade (last - first + 1; one taker order's fills at one price). Real ones are far
+# smaller; the bound keeps a window's trade_count (a sum over its aggTrades) far inside a BIGINT.
+MAX_FILLS = 1_000_000
 SYMBOL_PATTERN = "^(?=.*[A-Z])[A-Z0-9]{2,20}$"  # as Binance spells spot symbols (a letter at least); VARCHAR(20)
 _SYMBOL = re.compile(SYMBOL_PATTERN)
 _MICROS_THRESHOLD = 10**14  # ms timestamps stay below this until the year 5138; µs ones are above it since 1973
@@ -114,6 +117,8 @@ def _checked(trade: Trade, quote: object) -> Trade:
     ids = (trade.first_trade_id, trade.last_trade_id)
     if ids != (-1, -1) and (min(ids) < 0 or max(ids) >= MAX_ID or trade.last_trade_id < trade.first_trade_id):
         raise MalformedTrade(f"trade ids must satisfy 0 <= first <= last < 2^53 in {quote!r}")
+    if ids != (-1, -1) and trade.last_trade_id - trade.first_trade_id >= MAX_FILLS:
+        raise MalformedTrade(f"an aggTrade of more than 10^6 trades (last - first + 1) in {quote!r}")
     if trade.price * trade.quantity >= MAX_NOTIONAL:
         raise MalformedTrade(f"price x quantity is 10^15 or more in {quote!r}")
     return trade
@@ -168,9 +173,12 @@ def archive_time_ms(raw_timestamp: int) -> int:
 
 
 def parse_archive_row(symbol: str, row: Sequence[str]) -> Trade:
-    """One row of a public-data aggTrades archive (7 or 8 columns; the best-match flag may be absent)."""
-    if len(row) not in (7, 8):
-        raise MalformedTrade(f"expected 8 columns, got {len(row)} in row {list(row)!r}")
+    """One row of a spot public-data aggTrades archive: 8 columns (a USD-M futures archive has 7: no best-match
+    flag; its agg ids are another market's)."""
+    if len(row) != 8:
+        hint = " (7 is a USD-M futures archive: only spot aggTrades archives are accepted)" if len(row) == 7 else ""
+        raise MalformedTrade(f"expected the 8 columns of a spot aggTrades archive, got {len(row)}{hint} in row "
+                             f"{list(row)!r}")
     return _checked(Trade(
         symbol=symbol,
         agg_id=_archive_int(row[0], "agg id", row),
@@ -180,13 +188,8 @@ def parse_archive_row(symbol: str, row: Sequence[str]) -> Trade:
         last_trade_id=_archive_int(row[4], "last trade id", row),
         event_time_ms=archive_time_ms(_archive_int(row[5], "timestamp", row)),
         buyer_is_maker=_archive_bool(row[6], "is buyer maker", row),
-        best_match=_archive_bool(row[7], "is best match", row) if len(row) == 8 else True,
+        best_match=_archive_bool(row[7], "is best match", row),
     ), row)
-
-
-def is_header(row: Sequence[str]) -> bool:
-    """Some archives carry a header line (``agg_trade_id,price,...``); it is skipped, not rejected."""
-    return bool(row) and not row[0].strip().lstrip("-").isdigit() and "id" in row[0].lower()
 
 
 def invalid_reason(trade: Trade) -> str | None:

@@ -23,7 +23,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import BooleanType, IntegerType, LongType, StringType, StructField, StructType
 
 from pipeline.core.messages import MAX_CLOCK_SKEW_MS, SCHEMA_VERSION
-from pipeline.core.trades import MAX_ID, MAX_NOTIONAL, MAX_TIME_MS, MIN_TIME_MS, SYMBOL_PATTERN
+from pipeline.core.trades import MAX_FILLS, MAX_ID, MAX_NOTIONAL, MAX_TIME_MS, MIN_TIME_MS, SYMBOL_PATTERN
 from pipeline.core.windows import WINDOW_MS
 
 PRICE = "decimal(18,8)"
@@ -104,6 +104,7 @@ def classify(messages: DataFrame) -> DataFrame:
         .when(qty == 0, F.lit("invalid record: quantity is 0"))
         .when(~_id_ok(m["f"]) | ~_id_ok(m["l"]) | (m["l"] < m["f"]),
               F.lit("trade ids must satisfy 0 <= first <= last < 2^53"))
+        .when(m["l"] - m["f"] >= MAX_FILLS, F.lit("an aggTrade of more than 10^6 trades (last - first + 1)"))
     )
     return messages.withColumn("reason", reason)
 

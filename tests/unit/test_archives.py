@@ -50,14 +50,15 @@ def test_any_header_row_is_refused_not_skipped(tmp_path: Path, header: str) -> N
         read(path)
 
 
-def test_headerless_spot_archives_with_8_or_7_columns_still_read(tmp_path: Path) -> None:
+def test_headerless_spot_archives_read_and_7_columns_are_a_futures_archive(tmp_path: Path) -> None:
     trades = synthetic_trades("SOLUSDT", START, 50, seed=4)
     path = write_archive(tmp_path, "SOLUSDT", DAY, trades)
     assert read(path) == trades
     (tmp_path / "seven").mkdir()
-    seven = tmp_path / "seven" / path.name  # 7 columns: the best-match flag defaults to True
+    seven = tmp_path / "seven" / path.name  # an older USD-M futures file: no header, no best-match column
     seven.write_text("".join(",".join(line.split(",")[:7]) + "\n" for line in path.read_text().splitlines()))
-    assert read(seven) == trades
+    with pytest.raises(InputError, match="7 is a USD-M futures archive"):
+        read(seven)
 
 
 def test_a_malformed_first_data_row_is_named_as_such_not_as_a_header(tmp_path: Path) -> None:

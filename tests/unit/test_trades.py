@@ -13,7 +13,6 @@ from pipeline.core.trades import (
     MalformedTrade,
     Trade,
     invalid_reason,
-    is_header,
     parse_archive_row,
     parse_rest,
     parse_rest_page,
@@ -74,10 +73,15 @@ def test_malformed_archive_rows_raise(row: str) -> None:
         parse_archive_row("BTCUSDT", row.split(","))
 
 
-def test_header_detection() -> None:
-    assert is_header("agg_trade_id,price,quantity,first_trade_id,last_trade_id,transact_time,is_buyer_maker"
-                     .split(","))
-    assert not is_header("13519807,0.00141342,23".split(","))
+def test_an_aggtrade_of_more_than_a_million_trades_is_refused() -> None:
+    """1,024 aggTrades spanning 2^53 trade ids each would sum past a BIGINT in one window's trade_count."""
+    ok = "1,1.5,2.0,0,999999,1735689600000,True,True".split(",")
+    assert parse_archive_row("BTCUSDT", ok).last_trade_id == 999_999
+    with pytest.raises(MalformedTrade, match="more than 10\\^6 trades"):
+        parse_archive_row("BTCUSDT", "1,1.5,2.0,0,1000000,1735689600000,True,True".split(","))
+    with pytest.raises(MalformedTrade, match="more than 10\\^6 trades"):
+        parse_rest("BTCUSDT", {"a": 1, "p": "1.5", "q": "2", "f": 5, "l": 2**53 - 1, "T": 1735689600000,
+                               "m": True, "M": True})
 
 
 @given(trades())
