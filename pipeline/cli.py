@@ -21,6 +21,7 @@ from pipeline.settings import Settings
 if TYPE_CHECKING:  # adapters are imported where used: `pipeline --help` must not load Kafka or Spark
     from pipeline.adapters.kafka_io import TradeSink
     from pipeline.core.messages import ResumePoint
+    from pipeline.services.stack import Connections
 
 
 def _stack(args: argparse.Namespace, settings: Settings) -> int:
@@ -40,10 +41,7 @@ def _stack(args: argparse.Namespace, settings: Settings) -> int:
         print("stack stopped" if stack.down(settings) else "no local stack was running")
         return 0
     if args.action == "env":
-        conns = stack.connections(settings)
-        print(f"PIPELINE_KAFKA_BOOTSTRAP={conns.kafka_bootstrap}")
-        print(f"PIPELINE_MYSQL_URL={shlex.quote(conns.mysql_url.render())}")
-        print("export PIPELINE_KAFKA_BOOTSTRAP PIPELINE_MYSQL_URL")
+        print(env_lines(stack.connections(settings)), end="")
         return 0
     backend, services = stack.status(settings)
     if backend == "none":
@@ -53,6 +51,18 @@ def _stack(args: argparse.Namespace, settings: Settings) -> int:
     for s in services:
         print(f"  {s.name}: {'up' if s.ok else 'DOWN'} - {s.detail}")
     return 0 if all(s.ok for s in services) else 1
+
+
+def env_lines(conns: Connections) -> str:
+    """``NAME=value`` lines a shell can ``eval`` or ``source``, every value shell-quoted, then one ``export``."""
+    values = {
+        "PIPELINE_KAFKA_BOOTSTRAP": conns.kafka_bootstrap,
+        "PIPELINE_MYSQL_URL": conns.mysql_url.render(),
+        "PIPELINE_MYSQL_ADMIN_URL": conns.mysql_admin_url.render() if conns.mysql_admin_url else None,
+        "PIPELINE_MYSQL_READ_URL": (conns.mysql_read_url or conns.mysql_url).render(),
+    }
+    known = {name: value for name, value in values.items() if value is not None}
+    return "".join(f"{name}={shlex.quote(value)}\n" for name, value in known.items()) + f"export {' '.join(known)}\n"
 
 
 def _stop_flag() -> Callable[[], bool]:
@@ -99,9 +109,9 @@ def _sink(settings: Settings) -> tuple[str, TradeSink]:
     from pipeline.adapters import kafka_io
     from pipeline.services import stack
 
-    bootstrap = stack.kafka_bootstrap(settings)
-    kafka_io.ensure_topic(bootstrap, settings.topic)
-    return bootstrap, kafka_io.TradeSink(bootstrap, settings.topic)
+    bootstrap, options = stack.kafka_bootstrap(settings), settings.kafka_client_options()
+    kafka_io.ensure_topic(bootstrap, settings.topic, options=options)
+    return bootstrap, kafka_io.TradeSink(bootstrap, settings.topic, options=options)
 
 
 def _produce(args: argparse.Namespace, settings: Settings) -> int:
@@ -127,13 +137,15 @@ def _produce(args: argparse.Namespace, settings: Settings) -> int:
     client = BinanceClient(session=make_session(), base_url=args.base_url, weight_budget=args.weight_budget,
                            timeout_s=(5.0, args.request_timeout), sleep=sleep)
     try:
-        resume = _found(kafka_io.resume_points(bootstrap, settings.topic, settings.symbols))
+        resume = _found(kafka_io.resume_points(bootstrap, settings.topic, settings.symbols,
+                                               options=settings.kafka_client_options()))
         missing = [s for s in settings.symbols if s not in resume]
         problems = poller.check_resume(client, resume, args.max_catch_up_ids, counters, sleep, stop)
         if problems or missing:  # the tail may hold a replay, or bury a quiet symbol: read the whole topic
             print(f"produce: {'; '.join(problems.values()) or ', '.join(missing) + ' not in the topic tail'}; "
                   "scanning the whole topic", file=sys.stderr)
-            resume = _found(kafka_io.resume_points(bootstrap, settings.topic, settings.symbols, max_scan=None))
+            resume = _found(kafka_io.resume_points(bootstrap, settings.topic, settings.symbols, max_scan=None,
+                                                   options=settings.kafka_client_options()))
             problems = poller.check_resume(client, resume, args.max_catch_up_ids, counters, sleep, stop)
         if problems:
             raise ConfigError("; ".join(problems.values()) + f" (topic {settings.topic}: produce into a fresh "
@@ -237,15 +249,32 @@ def _record(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _process(args: argparse.Namespace, settings: Settings) -> int:
+    import dataclasses
+
     from pipeline.services import stack
     from pipeline.spark import job
 
     bootstrap, url = stack.kafka_bootstrap(settings), stack.mysql_url(settings)
+    # The schema owner migrates an outdated schema on start, if known; else the writer tries (ensure_schema).
+    settings = dataclasses.replace(settings, mysql_admin_url=stack.mysql_admin_url(settings))
     checkpoint = stack.checkpoint_dir(settings)
     print(f"process: {settings.topic} at {bootstrap} -> {url} (checkpoint {checkpoint})", file=sys.stderr)
     summary = job.run(settings, bootstrap, url, checkpoint, until_idle=args.until_idle,
                       trigger_seconds=args.trigger_seconds)
     print(f"process: {summary.line()}")
+    return 0
+
+
+def _migrate(_args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.adapters import mysql_store
+    from pipeline.services import stack
+
+    admin = stack.mysql_admin_url(settings)
+    url = admin or stack.mysql_url(settings)
+    before = mysql_store.schema_version(url)
+    version = mysql_store.migrate_schema(url, "PIPELINE_MYSQL_ADMIN_URL" if admin else "PIPELINE_MYSQL_URL")
+    change = "already current" if before == version else f"migrated from version {before}"
+    print(f"migrate: schema at version {version} ({change}) in {url}")
     return 0
 
 
@@ -256,7 +285,8 @@ def _show(settings: Settings, symbol: str | None, minutes: int | None, out_dir: 
     from pipeline.adapters import mysql_store
     from pipeline.services import stack
 
-    rows = report.select(mysql_store.read_windows(stack.mysql_url(settings)), symbol, minutes)
+    # The read-only account (PIPELINE_MYSQL_READ_URL, else the writer's): a report never needs to write.
+    rows = report.select(mysql_store.read_windows(stack.mysql_read_url(settings)), symbol, minutes)
     print(report.table(rows))
     if not rows:
         return 1
@@ -291,7 +321,8 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
 
         provision.ensure(step)  # a fresh Debian machine lacks the MySQL server (and maybe Java or Maven)
     conns, _ = stack.up(settings, os.environ)
-    demo = dataclasses.replace(settings.with_connections(conns.kafka_bootstrap, conns.mysql_url),
+    demo = dataclasses.replace(settings.with_connections(conns.kafka_bootstrap, conns.mysql_url,
+                                                         conns.mysql_admin_url, conns.mysql_read_url),
                                topic="demo.aggtrades",
                                # its own checkpoint, beside the stack's data: never the user's job's
                                checkpoint_dir=stack.checkpoint_dir(dataclasses.replace(settings, checkpoint_dir=None),
@@ -304,12 +335,14 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     _process(argparse.Namespace(until_idle=True, trigger_seconds=1.0), demo)
     step("4/4 the result")
     code = _show(demo, None, None, args.out_dir)
+    reader = conns.mysql_read_url or conns.mysql_url
     print(f"""
 Look at the rows yourself:
   eval "$(pipeline stack env)"
   pipeline report --symbol BTCUSDT --minutes 10
-  mariadb -h {conns.mysql_url.host} -P {conns.mysql_url.port} -u {conns.mysql_url.user} -p {conns.mysql_url.database}
-  (the password is in `pipeline stack env`), then: SELECT * FROM moving_averages ORDER BY start_time DESC;
+  mariadb -h {reader.host} -P {reader.port} -u {reader.user} -p {reader.database}
+  (a read-only account; its password is in `pipeline stack env`, PIPELINE_MYSQL_READ_URL), then:
+  SELECT * FROM moving_averages ORDER BY start_time DESC;
 Stop everything with:
   pipeline stack down""")
     step("done")
@@ -355,6 +388,10 @@ def build_parser() -> argparse.ArgumentParser:
                            help="process everything available, finalize what can be, and exit 0")
     p_process.add_argument("--trigger-seconds", type=float, default=1.0, help="micro-batch interval when running on")
     p_process.set_defaults(func=_process)
+
+    p_migrate = sub.add_parser("migrate", help="create or update the MySQL schema (as PIPELINE_MYSQL_ADMIN_URL, "
+                                               "else PIPELINE_MYSQL_URL)")
+    p_migrate.set_defaults(func=_migrate)
 
     p_report = sub.add_parser("report", help="table and chart of what is in moving_averages")
     p_report.add_argument("--symbol", type=str.upper)

@@ -2,13 +2,18 @@
 
 The sink never reports a trade as published before the broker acknowledged it: ``flush()`` waits for every
 outstanding send and raises if any failed, so the caller advances only past confirmed data.
+
+Every client here (producer, resume reader, admin) takes the security settings (``PIPELINE_KAFKA_SECURITY_PROTOCOL``,
+SASL, TLS: ``Settings.kafka_client_options()``) as ``options``; a caller that passes none gets the environment's, so
+no client ever connects without them.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -19,24 +24,41 @@ from kafka.partitioner.default import murmur2
 from pipeline.core import messages
 from pipeline.core.trades import Trade, id_ranges
 from pipeline.errors import ServiceError
+from pipeline.settings import KafkaSecurity
 
 log = logging.getLogger(__name__)
 DEFAULT_PARTITIONS = 3
+MAX_REPLICATION = 3
+
+Options = Mapping[str, Any] | None
+
+
+def client_options(options: Options = None) -> dict[str, Any]:
+    """The security keyword arguments for a kafka-python client: ``options``, or else the environment's."""
+    return dict(options) if options is not None else KafkaSecurity.from_mapping(os.environ).client_options()
+
+
+def replication_factor(brokers: int) -> int:
+    """A new topic's replicas: three where the cluster has them (one broker may fail), else every broker."""
+    return max(1, min(MAX_REPLICATION, brokers))
 
 
 def _unreachable(bootstrap: str, exc: Exception) -> ServiceError:
     return ServiceError(f"Kafka at {bootstrap} is unreachable or refused the request: {type(exc).__name__}: {exc}")
 
 
-def ensure_topic(bootstrap: str, topic: str, partitions: int = DEFAULT_PARTITIONS) -> None:
+def ensure_topic(bootstrap: str, topic: str, partitions: int = DEFAULT_PARTITIONS, options: Options = None) -> None:
+    """Create ``topic`` unless it exists, replicated ``replication_factor(brokers)`` times."""
     try:
         admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000,
-                                 bootstrap_timeout_ms=10_000)
+                                 bootstrap_timeout_ms=10_000, **client_options(options))
     except KafkaError as exc:
         raise _unreachable(bootstrap, exc) from exc
     try:
         if topic not in set(admin.list_topics()):
-            admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
+            brokers = len(admin.describe_cluster()["brokers"])
+            admin.create_topics([NewTopic(topic, num_partitions=partitions,
+                                          replication_factor=replication_factor(brokers))])
     except TopicAlreadyExistsError:
         pass
     except KafkaError as exc:
@@ -48,10 +70,11 @@ def ensure_topic(bootstrap: str, topic: str, partitions: int = DEFAULT_PARTITION
 class TradeSink:
     """Publishes trades keyed by symbol (so each symbol stays in order on one partition) and heartbeats."""
 
-    def __init__(self, bootstrap: str, topic: str, **overrides: Any) -> None:
+    def __init__(self, bootstrap: str, topic: str, options: Options = None, **overrides: Any) -> None:
         self.topic = topic
         self._bootstrap = bootstrap
         config: dict[str, Any] = {
+            **client_options(options),
             "bootstrap_servers": bootstrap,
             "acks": "all",
             "enable_idempotence": True,  # broker-side dedup of retried batches: no duplicates from retries
@@ -132,11 +155,11 @@ def home_partition(symbol: str, partitions: int) -> int:
     return (murmur2(symbol.encode()) & 0x7FFFFFFF) % partitions
 
 
-def _scan(bootstrap: str, topic: str,
-          visit: Callable[[KafkaConsumer, TopicPartition, int, int, int], None]) -> None:
+def _scan(bootstrap: str, topic: str, visit: Callable[[KafkaConsumer, TopicPartition, int, int, int], None],
+          options: Options = None) -> None:
     try:
         consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                                 bootstrap_timeout_ms=10_000, request_timeout_ms=30_000)
+                                 bootstrap_timeout_ms=10_000, request_timeout_ms=30_000, **client_options(options))
     except KafkaError as exc:
         raise _unreachable(bootstrap, exc) from exc
     try:
@@ -153,8 +176,8 @@ def _scan(bootstrap: str, topic: str,
         consumer.close()
 
 
-def resume_points(bootstrap: str, topic: str, symbols: Iterable[str],
-                  max_scan: int | None = 1_000_000) -> dict[str, messages.ResumePoint]:
+def resume_points(bootstrap: str, topic: str, symbols: Iterable[str], max_scan: int | None = 1_000_000,
+                  options: Options = None) -> dict[str, messages.ResumePoint]:
     """Per symbol: the highest agg id in ``topic`` (with its trade's time) and the newest coverage a heartbeat
     declared. Where a restarted producer resumes.
 
@@ -185,18 +208,20 @@ def resume_points(bootstrap: str, topic: str, symbols: Iterable[str],
             if max_scan is not None and all(s in last and s in covered for s in home):
                 return  # every symbol living here is found, with its coverage (a partition of none: its tail)
 
-    _scan(bootstrap, topic, visit)
+    _scan(bootstrap, topic, visit, options)
     return {s: messages.ResumePoint(last[s].agg_id if s in last else None,
                                     last[s].event_time_ms if s in last else None, covered.get(s))
             for s in wanted if s in last or s in covered}
 
 
-def last_agg_ids(bootstrap: str, topic: str, symbols: Iterable[str]) -> dict[str, int]:
+def last_agg_ids(bootstrap: str, topic: str, symbols: Iterable[str], options: Options = None) -> dict[str, int]:
     """The highest agg id per symbol (``resume_points`` without the coverage)."""
-    return {s: p.last_agg_id for s, p in resume_points(bootstrap, topic, symbols).items() if p.last_agg_id is not None}
+    return {s: p.last_agg_id for s, p in resume_points(bootstrap, topic, symbols, options=options).items()
+            if p.last_agg_id is not None}
 
 
-def published_ranges(bootstrap: str, topic: str, symbols: Iterable[str]) -> dict[str, list[tuple[int, int]]]:
+def published_ranges(bootstrap: str, topic: str, symbols: Iterable[str],
+                     options: Options = None) -> dict[str, list[tuple[int, int]]]:
     """Exactly which agg ids of ``symbols`` the topic holds, as ranges: a full scan, for replays that overlap or
     precede what was published before."""
     wanted, ids = set(symbols), defaultdict[str, list[int]](list)
@@ -206,5 +231,5 @@ def published_ranges(bootstrap: str, topic: str, symbols: Iterable[str]) -> dict
             if trade.symbol in wanted:
                 ids[trade.symbol].append(trade.agg_id)
 
-    _scan(bootstrap, topic, visit)
+    _scan(bootstrap, topic, visit, options)
     return {symbol: id_ranges(agg_ids) for symbol, agg_ids in ids.items()}

@@ -1,24 +1,30 @@
 """Kafka and MySQL through testcontainers, used when a Docker engine answers and can get the images.
 
-Kafka is the ``apache/kafka`` image in a generic container (testcontainers' ``KafkaContainer`` targets Confluent
-images). Containers outlive the CLI process that started them (Ryuk is off for ``stack up``), so ``down`` removes
-them by id from any shell.
+Kafka is the ``apache/kafka`` image and MySQL the ``mysql`` image, both in generic containers (testcontainers'
+``KafkaContainer`` targets Confluent images; its ``MySqlContainer`` defaults every password to "test"). Both are
+published on 127.0.0.1 only. MySQL gets a random root password, used once to create the same three accounts as the
+processes backend (``mysql_process.account_statements``), after which root may log in from inside the container
+only. A start that fails half-way stops whatever it had started. Containers outlive the CLI process that started
+them (Ryuk is off for ``stack up``), so ``down`` removes them by id from any shell.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from pipeline.errors import ServiceError
 from pipeline.services import kafka_process, mysql_process, procs
-from pipeline.settings import MysqlUrl
 
+log = logging.getLogger(__name__)
 KAFKA_IMAGE = "apache/kafka:4.1.1"
 MYSQL_IMAGE = "mysql:8.4"
+LOOPBACK = "127.0.0.1"  # where published ports listen: never 0.0.0.0
 
 
 def _client() -> Any:
@@ -48,46 +54,100 @@ def docker_usable() -> tuple[bool, str]:
     return True, ""
 
 
+def kafka_environment(port: int, controller_port: int) -> dict[str, str]:
+    """A single-node KRaft broker advertising 127.0.0.1:``port`` (where the host reaches it)."""
+    return {
+        "KAFKA_NODE_ID": "1",
+        "KAFKA_PROCESS_ROLES": "broker,controller",
+        # Inside the container: reachable through Docker's port mapping, which publishes on LOOPBACK only.
+        "KAFKA_LISTENERS": f"PLAINTEXT://0.0.0.0:{port},CONTROLLER://0.0.0.0:{controller_port}",
+        "KAFKA_ADVERTISED_LISTENERS": f"PLAINTEXT://{LOOPBACK}:{port}",
+        "KAFKA_CONTROLLER_LISTENER_NAMES": "CONTROLLER",
+        "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "KAFKA_CONTROLLER_QUORUM_VOTERS": f"1@localhost:{controller_port}",
+        "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR": "1",
+        "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR": "1",
+        "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR": "1",
+        "KAFKA_HEAP_OPTS": kafka_process.HEAP,
+    }
+
+
+def mysql_environment(root_password: str) -> dict[str, str]:
+    """The image creates root (with this password) and the database; the accounts are ours (no MYSQL_USER)."""
+    if not root_password or root_password == "test":
+        raise ValueError("the MySQL root password must be random")
+    return {"MYSQL_ROOT_PASSWORD": root_password, "MYSQL_DATABASE": mysql_process.DATABASE}
+
+
+def published(container_port: int, host_port: int) -> dict[str, tuple[str, int]]:
+    """Docker's port bindings: ``container_port`` on the host's LOOPBACK:``host_port`` only."""
+    return {f"{container_port}/tcp": (LOOPBACK, host_port)}
+
+
+def provisioning_statements(passwords: Mapping[str, str]) -> list[tuple[str, tuple[str, ...] | None]]:
+    """What root runs once: the three accounts (from any host: connections arrive through Docker's bridge), then
+    root loses its remote login."""
+    return [*mysql_process.account_statements("%", passwords), ("DROP USER IF EXISTS 'root'@'%'", None)]
+
+
+@contextmanager
+def stopped_on_failure() -> Iterator[list[Any]]:
+    """Collects the containers a start creates; if the start fails, every one of them is stopped and removed."""
+    started: list[Any] = []
+    try:
+        yield started
+    except BaseException:
+        for container in reversed(started):
+            try:
+                container.stop()
+            except Exception:  # noqa: BLE001 - the original failure is what the user must see
+                log.warning("removing a container of a failed start failed", exc_info=True)
+        raise
+
+
+def _container(image: str, env: Mapping[str, str], ports: Mapping[str, tuple[str, int]]) -> Any:
+    from testcontainers.core.container import DockerContainer
+
+    container = DockerContainer(image)
+    for key, value in env.items():
+        container.with_env(key, value)
+    # testcontainers types host ports as plain ints; docker-py takes (host ip, port) tuples, which bind one address.
+    container.ports.update(dict(ports))  # type: ignore[arg-type]
+    return container
+
+
 def start() -> dict[str, object]:
     os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
-    from testcontainers.core.container import DockerContainer
-    from testcontainers.mysql import MySqlContainer
-
-    port, controller_port = procs.free_port(), procs.free_port()
-    kafka = (
-        DockerContainer(KAFKA_IMAGE)
-        .with_bind_ports(port, port)
-        .with_env("KAFKA_NODE_ID", "1")
-        .with_env("KAFKA_PROCESS_ROLES", "broker,controller")
-        .with_env("KAFKA_LISTENERS", f"PLAINTEXT://0.0.0.0:{port},CONTROLLER://0.0.0.0:{controller_port}")
-        .with_env("KAFKA_ADVERTISED_LISTENERS", f"PLAINTEXT://127.0.0.1:{port}")
-        .with_env("KAFKA_CONTROLLER_LISTENER_NAMES", "CONTROLLER")
-        .with_env("KAFKA_LISTENER_SECURITY_PROTOCOL_MAP", "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT")
-        .with_env("KAFKA_CONTROLLER_QUORUM_VOTERS", f"1@localhost:{controller_port}")
-        .with_env("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "1")
-        .with_env("KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR", "1")
-        .with_env("KAFKA_TRANSACTION_STATE_LOG_MIN_ISR", "1")
-        .with_env("KAFKA_HEAP_OPTS", kafka_process.HEAP)
-    )
-    kafka.start()
-    password = secrets.token_urlsafe(18)
-    mysql = MySqlContainer(MYSQL_IMAGE, username=mysql_process.USER, password=password,
-                           dbname=mysql_process.DATABASE)
-    mysql.start()
-    bootstrap = f"127.0.0.1:{port}"
-    url = MysqlUrl(user=mysql_process.USER, password=password, host=mysql.get_container_host_ip(),
-                   port=int(mysql.get_exposed_port(3306)), database=mysql_process.DATABASE)
-    procs_ok = _wait(lambda: kafka_process.metadata_ok(bootstrap)) and _wait(lambda: mysql_process.ping(url))
-    if not procs_ok:
-        raise ServiceError("containers started but Kafka or MySQL did not answer")
     import pymysql
 
-    # The same rights as the processes backend: its own database plus throwaway pipeline_* ones for tests.
-    with pymysql.connect(host=url.host, port=url.port, user="root", password=mysql.root_password,
-                         autocommit=True) as conn, conn.cursor() as cur:
-        cur.execute(f"GRANT ALL PRIVILEGES ON `{mysql_process.DATABASE}\\_%`.* TO '{mysql_process.USER}'@'%'")
-    return {"kafka_container": kafka.get_wrapped_container().id, "mysql_container": mysql.get_wrapped_container().id,
-            "bootstrap": bootstrap, "url": url.render()}
+    port, controller_port, mysql_port = procs.free_port(), procs.free_port(), procs.free_port()
+    root_password, passwords = secrets.token_urlsafe(24), mysql_process.new_passwords()
+    bootstrap = f"{LOOPBACK}:{port}"
+    with stopped_on_failure() as started:
+        kafka = _container(KAFKA_IMAGE, kafka_environment(port, controller_port), published(port, port))
+        started.append(kafka)
+        kafka.start()
+        mysql = _container(MYSQL_IMAGE, mysql_environment(root_password), published(3306, mysql_port))
+        started.append(mysql)
+        mysql.start()
+
+        def root_connect() -> Any:
+            return pymysql.connect(host=LOOPBACK, port=mysql_port, user="root", password=root_password,
+                                   connect_timeout=3, autocommit=True)
+
+        def root_ping() -> bool:
+            with root_connect() as conn:
+                conn.ping()
+            return True
+
+        if not (_wait(lambda: kafka_process.metadata_ok(bootstrap)) and _wait(root_ping)):
+            raise ServiceError("containers started but Kafka or MySQL did not answer")
+        with root_connect() as conn, conn.cursor() as cur:
+            for statement, params in provisioning_statements(passwords):
+                cur.execute(statement, params)
+        return {"kafka_container": kafka.get_wrapped_container().id,
+                "mysql_container": mysql.get_wrapped_container().id,
+                "bootstrap": bootstrap, **mysql_process.urls(LOOPBACK, mysql_port, passwords)}
 
 
 def _wait(check: Callable[[], bool]) -> bool:

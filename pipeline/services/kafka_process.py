@@ -9,10 +9,13 @@ import base64
 import shutil
 import subprocess
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from pipeline.errors import ServiceError
 from pipeline.services import maven, procs
+from pipeline.settings import jaas_quoted
 
 KAFKA_VERSION = "4.1.1"
 LOG4J_VERSION = "2.24.3"  # Kafka 4.0/4.1 log through slf4j 1.7.x; its POM leaves the backend out.
@@ -39,16 +42,37 @@ def _java() -> str:
     return java
 
 
-def _properties(data_dir: Path, port: int, controller_port: int) -> str:
+def _sasl_properties(sasl_users: Mapping[str, str]) -> list[str]:
+    """A SASL_PLAINTEXT listener accepting ``sasl_users`` (name -> password) with PLAIN and SCRAM-SHA-256/512 (the
+    SCRAM credentials are written by ``format``)."""
+    # JAAS-quoted, then escaped again for the properties file (which reads a backslash as an escape too).
+    users = " ".join(f"user_{name}={jaas_quoted(password)}" for name, password in sasl_users.items()).replace(
+        "\\", "\\\\")
+    return [
+        "sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
+        f"listener.name.sasl_plaintext.plain.sasl.jaas.config="
+        f"org.apache.kafka.common.security.plain.PlainLoginModule required {users};",
+        "listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config="
+        "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+        "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config="
+        "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+    ]
+
+
+def _properties(data_dir: Path, port: int, controller_port: int, sasl_port: int | None = None,
+                sasl_users: Mapping[str, str] | None = None) -> str:
+    sasl = f",SASL_PLAINTEXT://127.0.0.1:{sasl_port}" if sasl_port else ""
     return "\n".join([
         "process.roles=broker,controller",
         "node.id=1",
         f"controller.quorum.voters=1@127.0.0.1:{controller_port}",
         "controller.listener.names=CONTROLLER",
-        f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
-        f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
-        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}{sasl}",
+        f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}{sasl}",
+        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+        + (",SASL_PLAINTEXT:SASL_PLAINTEXT" if sasl else ""),
         "inter.broker.listener.name=PLAINTEXT",
+        *(_sasl_properties(sasl_users or {}) if sasl else []),
         f"log.dirs={data_dir / 'logs'}",
         "num.partitions=1",
         "offsets.topic.replication.factor=1",
@@ -83,11 +107,11 @@ def _log4j(data_dir: Path) -> Path:
     return path
 
 
-def metadata_ok(bootstrap: str) -> bool:
-    """A real protocol call: a metadata request answered by the broker."""
+def metadata_ok(bootstrap: str, options: Mapping[str, Any] | None = None) -> bool:
+    """A real protocol call: a metadata request answered by the broker (``options``: security settings)."""
     from kafka import KafkaConsumer  # local import: only the services layer needs it here
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, request_timeout_ms=3000, **(options or {}))
     try:
         consumer.topics()
         return True
@@ -95,18 +119,31 @@ def metadata_ok(bootstrap: str) -> bool:
         consumer.close()
 
 
-def start(cache_dir: Path, data_dir: Path) -> dict[str, object]:
+def format_arguments(cluster_id: str, props: Path, sasl_users: Mapping[str, str] | None = None) -> list[str]:
+    """``StorageTool`` arguments that format the storage (with SCRAM credentials for ``sasl_users``).
+
+    ``--cluster-id=ID`` in one argument: one random id in 64 begins with "-", which as a separate argument reads as
+    an option (the start then failed with "argument --cluster-id/-t: expected one argument")."""
+    scram = [arg for name, password in (sasl_users or {}).items() for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-512")
+             for arg in ("--add-scram", f"{mechanism}=[name={name},password={password}]")]
+    return ["format", f"--cluster-id={cluster_id}", "-c", str(props), *scram]
+
+
+def start(cache_dir: Path, data_dir: Path, sasl_users: Mapping[str, str] | None = None) -> dict[str, object]:
+    """Start a broker; ``sasl_users`` (tests of the security settings) adds a SASL_PLAINTEXT listener for them,
+    reported as ``sasl_bootstrap``."""
     java = _java()
     jars = kafka_jars(cache_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     port, controller_port = procs.free_port(), procs.free_port()
+    sasl_port = procs.free_port() if sasl_users else None
     props = data_dir / "server.properties"
-    props.write_text(_properties(data_dir, port, controller_port))
+    props.write_text(_properties(data_dir, port, controller_port, sasl_port, sasl_users))
     classpath = ":".join(str(j) for j in jars)
     base = [java, HEAP, f"-Dlog4j2.configurationFile={_log4j(data_dir)}", "-cp", classpath]
     cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
     fmt = subprocess.run(
-        [*base, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],
+        [*base, "kafka.tools.StorageTool", *format_arguments(cluster_id, props, sasl_users)],
         capture_output=True, text=True, check=False,
     )
     if fmt.returncode != 0:
@@ -116,7 +153,9 @@ def start(cache_dir: Path, data_dir: Path) -> dict[str, object]:
     bootstrap = f"127.0.0.1:{port}"
     # Wait for the port first: kafka-python backs off for seconds after a refused connection.
     with procs.stopped_on_failure(pid):
+        identity = procs.identity(pid)
         procs.wait_for(lambda: procs.port_open(port), pid=pid, what="Kafka", log_path=log, timeout_s=90)
         procs.wait_for(lambda: metadata_ok(bootstrap), pid=pid, what="Kafka", log_path=log, timeout_s=60)
-    return {"pid": pid, "bootstrap": bootstrap, "controller_port": controller_port, "data_dir": str(data_dir),
-            "log": str(log), "version": KAFKA_VERSION}
+    return {"pid": pid, "identity": identity, "bootstrap": bootstrap, "controller_port": controller_port,
+            "data_dir": str(data_dir), "log": str(log), "version": KAFKA_VERSION,
+            **({"sasl_bootstrap": f"127.0.0.1:{sasl_port}"} if sasl_port else {})}

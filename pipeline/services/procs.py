@@ -1,17 +1,24 @@
-"""Small process helpers shared by the local service backends: free ports, liveness, polling, stopping."""
+"""Small process helpers shared by the local service backends: free ports, liveness, polling, stopping.
+
+A recorded pid is signalled only while it still is the process that was recorded (``is_ours``: same start time and
+command line): after a crash or a reboot the number may belong to anything, a system service included.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
 from pipeline.errors import ServiceError
+
+log = logging.getLogger(__name__)
 
 
 def free_port() -> int:
@@ -42,6 +49,43 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def identity(pid: int) -> dict[str, object] | None:
+    """What tells a process from a later one that reuses its pid: its start time (clock ticks after boot, field 22
+    of ``/proc/<pid>/stat``) and its command line. None if there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces and parentheses
+    return {"start_time": int(fields[19]), "cmdline": cmdline.replace(b"\0", b" ").decode(errors="replace").strip()}
+
+
+def is_ours(pid: int, recorded: Mapping[str, object]) -> bool:
+    """Whether ``pid`` is still the process described by ``recorded`` (a service entry of the stack's state).
+
+    Entries written before identities were recorded are matched by their data directory on the command line."""
+    current = identity(pid)
+    if current is None or not alive(pid):
+        return False
+    expected = recorded.get("identity")
+    if isinstance(expected, Mapping):
+        return current["start_time"] == expected.get("start_time") and current["cmdline"] == expected.get("cmdline")
+    data_dir = recorded.get("data_dir")
+    return bool(data_dir) and str(data_dir) in str(current["cmdline"])
+
+
+def stop_recorded(recorded: Mapping[str, object], timeout_s: float = 20.0) -> bool:
+    """Stop the process a state entry records, only if it still is that process; returns whether it was."""
+    pid = int(str(recorded["pid"]))
+    if not is_ours(pid, recorded):
+        if alive(pid):
+            log.warning("pid %d no longer is the recorded process: left alone", pid)
+        return False
+    stop(pid, timeout_s)
+    return True
 
 
 def spawn(args: list[str], log_path: Path, env: dict[str, str] | None = None) -> int:
@@ -88,10 +132,15 @@ def log_tail(path: Path, lines: int = 3) -> str:
 
 
 def stop(pid: int, timeout_s: float = 20.0) -> None:
-    """SIGTERM the process group, then SIGKILL whatever is left after ``timeout_s``."""
+    """SIGTERM the process group, then SIGKILL whatever is left after ``timeout_s``.
+
+    The group is signalled only if ``pid`` leads it (a daemon ``spawn`` started); otherwise the process alone."""
     for sig, wait in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
         try:
-            os.killpg(pid, sig)
+            if os.getpgid(pid) == pid:
+                os.killpg(pid, sig)
+            else:
+                os.kill(pid, sig)
         except ProcessLookupError:
             return
         except PermissionError:

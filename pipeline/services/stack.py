@@ -5,8 +5,9 @@
 - processes: local Kafka (Maven artifacts) and MariaDB/MySQL processes; the default on machines without Docker.
 
 ``PIPELINE_STACK_BACKEND=processes|containers`` forces a backend. ``up`` records what it started in
-``<state_dir>/stack.json`` so ``env``, ``status`` and ``down`` work from any shell; a file lock serialises
-concurrent ``up``/``down`` calls.
+``<state_dir>/stack.json`` (mode 0600: it holds the three MySQL accounts' passwords) so ``env``, ``status`` and
+``down`` work from any shell; a file lock serialises concurrent ``up``/``down`` calls. A recorded pid is signalled
+only while it still is the recorded process (``procs.is_ours``).
 """
 
 from __future__ import annotations
@@ -30,8 +31,10 @@ BACKENDS = ("processes", "containers")
 @dataclasses.dataclass(frozen=True)
 class Connections:
     kafka_bootstrap: str
-    mysql_url: MysqlUrl
+    mysql_url: MysqlUrl  # the writer
     backend: str
+    mysql_admin_url: MysqlUrl | None = None  # the schema owner, if known
+    mysql_read_url: MysqlUrl | None = None  # read-only, if known
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,16 +66,22 @@ def read_state(settings: Settings) -> dict[str, object] | None:
 
 
 def _connections(state: Mapping[str, object]) -> Connections:
+    def url(key: str) -> MysqlUrl | None:
+        return MysqlUrl.parse(str(state[key])) if state.get(key) else None  # a stack started before the split: None
+
     return Connections(
         kafka_bootstrap=str(state["bootstrap"]),
         mysql_url=MysqlUrl.parse(str(state["url"])),
         backend=str(state["backend"]),
+        mysql_admin_url=url("admin_url"),
+        mysql_read_url=url("read_url"),
     )
 
 
 def external(settings: Settings) -> Connections | None:
     if settings.kafka_bootstrap and settings.mysql_url:
-        return Connections(settings.kafka_bootstrap, settings.mysql_url, "external")
+        return Connections(settings.kafka_bootstrap, settings.mysql_url, "external", settings.mysql_admin_url,
+                           settings.mysql_read_url)
     return None
 
 
@@ -87,7 +96,7 @@ def choose_backend(env: Mapping[str, str]) -> str:
 
 
 def _alive(state: Mapping[str, object]) -> bool:
-    return all(s.ok for s in _check(state))
+    return all(s.ok for s in _check(state, {}))
 
 
 def up(settings: Settings, env: Mapping[str, str]) -> tuple[Connections, bool]:
@@ -114,11 +123,11 @@ def up(settings: Settings, env: Mapping[str, str]) -> tuple[Connections, bool]:
                 kafka = new_state["kafka"] = kafka_process.start(settings.cache_dir, run_dir / "kafka")
                 new_state["bootstrap"] = kafka["bootstrap"]
                 mysql = new_state["mysql"] = mysql_process.start(run_dir / "mysql")
-                new_state["url"] = mysql["url"]
+                new_state.update({key: mysql[key] for key in ("url", "admin_url", "read_url")})
         except BaseException:
             _teardown(new_state)
             raise
-        # It holds the pipeline user's password: readable by its owner only, from the moment it exists.
+        # It holds the accounts' passwords: readable by its owner only, from the moment it exists.
         fd = os.open(_state_file(settings), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as state_file:
             state_file.write(json.dumps(new_state, indent=2))
@@ -132,7 +141,7 @@ def _teardown(state: Mapping[str, object]) -> None:
     for key in ("kafka", "mysql"):
         service = state.get(key)
         if isinstance(service, dict) and "pid" in service:
-            procs.stop(int(service["pid"]))
+            procs.stop_recorded(service)  # only if the pid still is the process recorded, never a later one
     run_dir = state.get("run_dir")
     if run_dir and Path(str(run_dir)).exists():
         shutil.rmtree(str(run_dir), ignore_errors=True)
@@ -149,18 +158,18 @@ def down(settings: Settings) -> bool:
         return True
 
 
-def _check(state: Mapping[str, object]) -> list[ServiceStatus]:
+def _check(state: Mapping[str, object], kafka_options: Mapping[str, object]) -> list[ServiceStatus]:
     conns = _connections(state)
     out = []
     kafka, mysql = state.get("kafka"), state.get("mysql")
     for name, pid_holder, container_key, probe in (
-        ("kafka", kafka, "kafka_container", lambda: kafka_process.metadata_ok(conns.kafka_bootstrap)),
+        ("kafka", kafka, "kafka_container", lambda: kafka_process.metadata_ok(conns.kafka_bootstrap, kafka_options)),
         ("mysql", mysql, "mysql_container", lambda: mysql_process.ping(conns.mysql_url)),
     ):
         where = conns.kafka_bootstrap if name == "kafka" else f"{conns.mysql_url.host}:{conns.mysql_url.port}"
         if isinstance(pid_holder, dict):
             pid = int(pid_holder["pid"])
-            if not procs.alive(pid):
+            if not procs.is_ours(pid, pid_holder):
                 out.append(ServiceStatus(name, False, f"process {pid} is not running (log: {pid_holder['log']})"))
                 continue
             where += f" pid {pid}, {procs.rss_mib(pid):.0f} MiB RSS"
@@ -180,11 +189,11 @@ def status(settings: Settings) -> tuple[str, list[ServiceStatus]]:
     ext = external(settings)
     if ext is not None:
         return "external", _check({"backend": "external", "bootstrap": ext.kafka_bootstrap,
-                                   "url": ext.mysql_url.render()})
+                                   "url": ext.mysql_url.render()}, settings.kafka_client_options())
     state = read_state(settings)
     if state is None:
         return "none", []
-    return str(state["backend"]), _check(state)
+    return str(state["backend"]), _check(state, {})
 
 
 def _from_stack(settings: Settings, variable: str) -> Connections:
@@ -204,12 +213,28 @@ def mysql_url(settings: Settings) -> MysqlUrl:
     return settings.mysql_url or _from_stack(settings, "PIPELINE_MYSQL_URL").mysql_url
 
 
+def mysql_admin_url(settings: Settings) -> MysqlUrl | None:
+    """PIPELINE_MYSQL_ADMIN_URL; else, when the writer is the local stack's, the stack's schema owner; else None."""
+    if settings.mysql_admin_url is not None or settings.mysql_url is not None:
+        return settings.mysql_admin_url
+    return _from_stack(settings, "PIPELINE_MYSQL_URL").mysql_admin_url
+
+
+def mysql_read_url(settings: Settings) -> MysqlUrl:
+    """PIPELINE_MYSQL_READ_URL; else PIPELINE_MYSQL_URL; else the local stack's read-only account."""
+    if settings.mysql_read_url is not None or settings.mysql_url is not None:
+        return settings.mysql_read_url or mysql_url(settings)
+    conns = _from_stack(settings, "PIPELINE_MYSQL_READ_URL / PIPELINE_MYSQL_URL")
+    return conns.mysql_read_url or conns.mysql_url
+
+
 def connections(settings: Settings) -> Connections:
     ext = external(settings)
     if ext is not None:
         return ext
     backend = _from_stack(settings, "PIPELINE_KAFKA_BOOTSTRAP / PIPELINE_MYSQL_URL").backend
-    return Connections(kafka_bootstrap(settings), mysql_url(settings), backend)
+    return Connections(kafka_bootstrap(settings), mysql_url(settings), backend, mysql_admin_url(settings),
+                       mysql_read_url(settings))
 
 
 def checkpoint_dir(settings: Settings, name: str = "checkpoint") -> Path:

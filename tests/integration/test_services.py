@@ -32,11 +32,11 @@ def test_message_round_trips_through_the_broker(services: Settings, topic: str) 
     assert [(r.key, r.value) for r in records] == [(b"BTCUSDT", payload)]
 
 
-def test_the_same_upsert_twice_gives_one_row(mysql_url: MysqlUrl) -> None:
-    conn = pymysql.connect(host=mysql_url.host, port=mysql_url.port, user=mysql_url.user,
-                           password=mysql_url.password, database=mysql_url.database, autocommit=True)
+def test_the_same_upsert_twice_gives_one_row(mysql_url: MysqlUrl, mysql_admin_url: MysqlUrl) -> None:
+    with pymysql.connect(**mysql_admin_url.connect_arguments()) as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE t (k VARCHAR(20) PRIMARY KEY, v DECIMAL(36,18) NOT NULL)")  # the schema owner's job
+    conn = pymysql.connect(**mysql_url.connect_arguments(), autocommit=True)
     with conn, conn.cursor() as cur:
-        cur.execute("CREATE TABLE t (k VARCHAR(20) PRIMARY KEY, v DECIMAL(36,18) NOT NULL)")
         upsert = "INSERT INTO t (k, v) VALUES (%s, %s) ON DUPLICATE KEY UPDATE v = VALUES(v)"
         for _ in range(2):
             cur.executemany(upsert, [("BTCUSDT", "101.000000000000000001")])
@@ -44,11 +44,12 @@ def test_the_same_upsert_twice_gives_one_row(mysql_url: MysqlUrl) -> None:
         assert cur.fetchall() == (("BTCUSDT", "101.000000000000000001"),)
 
 
-def test_pipeline_user_cannot_reach_other_databases(services: Settings) -> None:
-    url = services.mysql_url
-    assert url is not None
-    with pymysql.connect(host=url.host, port=url.port, user=url.user, password=url.password) as conn, \
-            conn.cursor() as cur:
+@pytest.mark.parametrize("account", ["mysql_url", "mysql_admin_url", "mysql_read_url"])
+def test_pipeline_accounts_cannot_reach_other_databases(services: Settings, account: str) -> None:
+    url = getattr(services, account)
+    if url is None:
+        pytest.skip(f"external services without {account}")
+    with pymysql.connect(**url.connect_arguments(database=False)) as conn, conn.cursor() as cur:
         with pytest.raises(pymysql.err.OperationalError):
             cur.execute("CREATE DATABASE not_the_pipelines")
         cur.execute("SHOW DATABASES")
@@ -77,14 +78,19 @@ def test_stack_commands_from_separate_shells(tmp_path: Path) -> None:
         assert printed.returncode == 0
         assert printed.stdout.startswith("PIPELINE_KAFKA_BOOTSTRAP=")
         # eval'd in one shell, the settings reach that shell's child processes:
-        child = "import os; print(os.environ['PIPELINE_KAFKA_BOOTSTRAP']); print(os.environ['PIPELINE_MYSQL_URL'])"
+        names = ("PIPELINE_KAFKA_BOOTSTRAP", "PIPELINE_MYSQL_URL", "PIPELINE_MYSQL_ADMIN_URL",
+                 "PIPELINE_MYSQL_READ_URL")
+        child = f"import os; print(*(os.environ[n] for n in {names!r}))"
         exported = subprocess.run(["bash", "-c", f'eval "$(cat)"; {sys.executable} -c "{child}"'],
                                   input=printed.stdout, capture_output=True, text=True, check=True).stdout.split()
-        bootstrap, url = exported[0], MysqlUrl.parse(exported[1])
+        bootstrap, urls = exported[0], [MysqlUrl.parse(u) for u in exported[1:]]
         KafkaConsumer(bootstrap_servers=bootstrap).close()
-        pymysql.connect(host=url.host, port=url.port, user=url.user, password=url.password,
-                        database=url.database).close()
-        assert url.password not in _cli(["stack", "status"], env).stdout
+        assert [u.user for u in urls] == ["pipeline", "pipeline_admin", "pipeline_reader"]
+        assert len({u.password for u in urls}) == 3
+        for url in urls:
+            pymysql.connect(**url.connect_arguments()).close()
+        status = _cli(["stack", "status"], env).stdout
+        assert not any(url.password in status for url in urls)
 
         healthy = _cli(["stack", "status"], env)
         assert healthy.returncode == 0 and "kafka: up" in healthy.stdout and "mysql: up" in healthy.stdout
@@ -144,6 +150,42 @@ def test_a_daemon_whose_start_up_fails_is_not_left_running(tmp_path: Path) -> No
     with pytest.raises(RuntimeError), procs.stopped_on_failure(pid):
         raise RuntimeError("readiness check failed")
     assert not procs.alive(pid)
+
+
+def test_stack_down_leaves_a_process_that_reuses_a_recorded_pid_alone(tmp_path: Path) -> None:
+    """After a crash or a reboot a recorded pid may belong to anything: `down` and `up` must not signal it."""
+    import json
+
+    from pipeline.services import stack
+
+    stranger = subprocess.Popen(["sleep", "600"], start_new_session=True)  # its own process group, as our daemons
+    try:
+        state_dir = tmp_path / "state"
+        state_dir.mkdir()
+        identity = procs.identity(stranger.pid)
+        assert identity is not None
+        # What `up` recorded for a MariaDB that has since died, and whose pid the stranger now holds:
+        recorded = {"pid": stranger.pid, "identity": {"start_time": int(str(identity["start_time"])) - 1,
+                                                      "cmdline": "/usr/sbin/mariadbd --datadir=/gone"},
+                    "data_dir": str(tmp_path / "run" / "mysql"), "log": str(tmp_path / "mysql.log")}
+        legacy = {"pid": stranger.pid, "data_dir": str(tmp_path / "run" / "kafka"), "log": "x"}  # before identities
+        state = {"backend": "processes", "run_dir": str(tmp_path / "run"), "bootstrap": "127.0.0.1:1",
+                 "url": "mysql://pipeline:pw@127.0.0.1:1/pipeline", "mysql": recorded, "kafka": legacy}
+        (state_dir / "stack.json").write_text(json.dumps(state))
+        settings = Settings.from_mapping({"PIPELINE_STATE_DIR": str(state_dir)})
+
+        assert not procs.is_ours(stranger.pid, recorded) and not procs.is_ours(stranger.pid, legacy)
+        _, services = stack.status(settings)
+        assert [s.ok for s in services] == [False, False]  # its pid is alive, but it is not our service
+        assert stack.down(settings) is True
+        assert stranger.poll() is None and procs.alive(stranger.pid)
+        # The real identity is recognised, and then (only then) stopped.
+        assert procs.is_ours(stranger.pid, {"pid": stranger.pid, "identity": identity})
+        assert procs.stop_recorded({"pid": stranger.pid, "identity": identity}) is True
+        assert stranger.wait(timeout=10) is not None
+    finally:
+        stranger.kill()
+        stranger.wait()
 
 
 def test_the_state_file_is_private(services: Settings) -> None:

@@ -1,0 +1,145 @@
+"""Least privilege against the real MariaDB (issue 10, ADR-10): what each account may do, and the schema policy of
+`pipeline process` / `pipeline migrate` with split accounts."""
+
+from __future__ import annotations
+
+import pymysql
+import pytest
+
+from pipeline.adapters import mysql_store
+from pipeline.errors import ConfigError
+from pipeline.settings import MysqlUrl, Settings
+from tests import cli_helpers
+
+DENIED = mysql_store.ACCESS_DENIED | {1045}  # 1045: a GRANT beyond one's rights is refused as "access denied"
+
+
+def _refused(url: MysqlUrl, *statements: str) -> None:
+    with pymysql.connect(**url.connect_arguments(), autocommit=True) as conn, conn.cursor() as cur:
+        for statement in statements:
+            with pytest.raises(pymysql.err.MySQLError) as info:
+                cur.execute(statement)
+            assert info.value.args[0] in DENIED, (statement, info.value)
+
+
+def _tables(url: MysqlUrl) -> set[str]:
+    with pymysql.connect(**url.connect_arguments()) as conn, conn.cursor() as cur:
+        cur.execute("SHOW TABLES")
+        return {row[0] for row in cur.fetchall()}
+
+
+def test_the_writer_can_write_rows_but_not_change_the_schema(services: Settings, mysql_url: MysqlUrl) -> None:
+    if services.mysql_admin_url is None:
+        pytest.skip("external services with a single account")
+    with pymysql.connect(**mysql_url.connect_arguments(), autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute("INSERT INTO pipeline_coverage (symbol, first_ms, last_ms) VALUES ('BTCUSDT', 1, 2)")
+        cur.execute("UPDATE pipeline_coverage SET last_ms = 3 WHERE symbol = 'BTCUSDT'")
+        cur.execute("DELETE FROM pipeline_coverage WHERE symbol = 'BTCUSDT'")
+        cur.execute("SELECT GET_LOCK('pipeline_test', 1)")  # what the job's locks need: no grant
+        assert cur.fetchone() == (1,)
+    _refused(mysql_url,
+             "CREATE TABLE sneaky (k INT)",
+             "ALTER TABLE moving_averages ADD COLUMN sneaky INT",
+             "CREATE INDEX sneaky ON moving_averages (updated_at)",
+             "DROP TABLE moving_averages",
+             "TRUNCATE TABLE quarantine",
+             f"DROP DATABASE `{mysql_url.database}`",
+             "CREATE DATABASE pipeline_sneaky",
+             "GRANT SELECT ON *.* TO 'pipeline_reader'@'127.0.0.1'")
+    assert "moving_averages" in _tables(mysql_url)
+
+
+def test_the_reader_can_only_read(services: Settings, mysql_read_url: MysqlUrl) -> None:
+    if services.mysql_read_url is None:
+        pytest.skip("external services without PIPELINE_MYSQL_READ_URL")
+    assert mysql_read_url.user != (services.mysql_url.user if services.mysql_url else None)
+    with pymysql.connect(**mysql_read_url.connect_arguments()) as conn, conn.cursor() as cur:
+        cur.execute("SELECT COUNT(*) FROM moving_averages")
+        assert cur.fetchone() == (0,)
+    _refused(mysql_read_url,
+             "INSERT INTO pipeline_coverage (symbol, first_ms, last_ms) VALUES ('BTCUSDT', 1, 2)",
+             "UPDATE moving_averages SET is_final = 0",
+             "DELETE FROM quarantine",
+             "CREATE TABLE sneaky (k INT)",
+             "DROP TABLE moving_averages")
+    assert mysql_store.read_windows(mysql_read_url) == []  # what `pipeline report` does
+
+
+def test_a_writer_only_process_on_an_unmigrated_database_is_one_clear_line(
+        services: Settings, settings_for: Settings, unmigrated_database: str) -> None:
+    if services.mysql_admin_url is None:
+        pytest.skip("external services with a single account")
+    assert services.mysql_url is not None
+    writer = services.mysql_url.with_database(unmigrated_database)
+    expected = (f"schema is at version 0, the job needs {len(mysql_store.MIGRATIONS)}: run `pipeline migrate` "
+                "with PIPELINE_MYSQL_ADMIN_URL set")
+    with pytest.raises(ConfigError) as info:
+        mysql_store.ensure_schema(writer)
+    assert str(info.value) == expected
+    assert _tables(writer) == set()  # refused before anything was created
+
+    env = cli_helpers.env_for(settings_for, PIPELINE_MYSQL_URL=writer.render())
+    result = cli_helpers.run(["process", "--until-idle"], env, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == f"pipeline: error: {expected}"
+    assert "Traceback" not in result.stderr and writer.password not in result.stderr
+
+
+def test_migrate_with_the_admin_account_then_the_writer_runs(services: Settings, settings_for: Settings,
+                                                             unmigrated_database: str) -> None:
+    assert services.mysql_url is not None
+    admin = (services.mysql_admin_url or services.mysql_url).with_database(unmigrated_database)
+    writer = services.mysql_url.with_database(unmigrated_database)
+    env = cli_helpers.env_for(settings_for, PIPELINE_MYSQL_URL=writer.render(),
+                              PIPELINE_MYSQL_ADMIN_URL=admin.render())
+    first = cli_helpers.run(["migrate"], env, timeout=120)
+    newest = len(mysql_store.MIGRATIONS)
+    assert first.returncode == 0, first.stderr
+    assert f"schema at version {newest} (migrated from version 0)" in first.stdout
+    assert admin.password not in first.stdout + first.stderr
+    again = cli_helpers.run(["migrate"], env, timeout=120)
+    assert again.returncode == 0 and "(already current)" in again.stdout
+    # What `pipeline process` does on start, as the writer alone: the schema is current, nothing to do.
+    assert mysql_store.ensure_schema(writer) == newest
+    assert {"moving_averages", "pipeline_coverage", "quarantine", "pipeline_batches"} <= _tables(writer)
+
+
+def test_process_migrates_with_the_admin_account_when_given(services: Settings, unmigrated_database: str) -> None:
+    assert services.mysql_url is not None
+    admin = (services.mysql_admin_url or services.mysql_url).with_database(unmigrated_database)
+    writer = services.mysql_url.with_database(unmigrated_database)
+    assert mysql_store.ensure_schema(writer, admin) == len(mysql_store.MIGRATIONS)
+    assert mysql_store.schema_version(writer) == len(mysql_store.MIGRATIONS)
+
+
+def test_one_account_with_every_right_still_migrates_on_start(services: Settings, unmigrated_database: str) -> None:
+    assert services.mysql_url is not None
+    everything = (services.mysql_admin_url or services.mysql_url).with_database(unmigrated_database)
+    assert mysql_store.ensure_schema(everything) == len(mysql_store.MIGRATIONS)  # as before the split
+
+
+def test_migrate_without_an_admin_account_says_what_to_do(services: Settings, settings_for: Settings,
+                                                          unmigrated_database: str) -> None:
+    if services.mysql_admin_url is None:
+        pytest.skip("external services with a single account")
+    assert services.mysql_url is not None
+    env = cli_helpers.env_for(settings_for, PIPELINE_MYSQL_URL=services.mysql_url.with_database(
+        unmigrated_database).render())
+    result = cli_helpers.run(["migrate"], env, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "PIPELINE_MYSQL_ADMIN_URL" in result.stderr
+
+
+def test_a_migration_is_not_cut_by_the_io_timeout(monkeypatch: pytest.MonkeyPatch, services: Settings,
+                                                  unmigrated_database: str) -> None:
+    """An ALTER of a big table can outlast IO_TIMEOUT_SECONDS; a SLEEP longer than the timeout stands in for it."""
+    assert services.mysql_url is not None
+    admin = (services.mysql_admin_url or services.mysql_url).with_database(unmigrated_database)
+    monkeypatch.setattr(mysql_store, "IO_TIMEOUT_SECONDS", 1)
+    conn = mysql_store.connect(admin)  # an ordinary connection is cut ...
+    with pytest.raises(pymysql.err.OperationalError), conn.cursor() as cur:
+        cur.execute("SELECT SLEEP(2)")
+    conn.close()
+    monkeypatch.setattr(mysql_store, "MIGRATIONS", (*mysql_store.MIGRATIONS, ("SELECT SLEEP(2)",)))
+    assert mysql_store.migrate_schema(admin) == len(mysql_store.MIGRATIONS)  # ... a migration's is not
+    assert mysql_store.schema_version(admin) == len(mysql_store.MIGRATIONS)
