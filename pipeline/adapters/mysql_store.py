@@ -1,7 +1,8 @@
 """MySQL adapter: the schema (created and evolved here), the window state, coverage, quarantine, the ledger, reads.
 
-Each micro-batch is applied in one transaction together with a row in ``pipeline_batches`` keyed by
-(run id, query, batch id): a batch that Spark re-executes after a crash finds its ledger row and changes nothing.
+Each micro-batch is applied in one transaction together with a row in ``pipeline_batches`` keyed by the
+fingerprint of what the batch read (topic, partitions, offsets and contents): a batch that Spark re-executes after
+a crash finds its ledger row and changes nothing, whatever became of the checkpoint's batch ids.
 The functions taking a cursor are the steps of that transaction (``pipeline.spark.writer`` runs them); the numbers
 a final row holds are never rewritten (the upsert keeps them; only ``late_trade_count`` may grow).
 Works on MySQL 8 and MariaDB (``VALUES(c)`` in ``ON DUPLICATE KEY UPDATE``: the form both accept, and the one
@@ -11,11 +12,13 @@ PyMySQL's ``executemany`` turns into a single multi-row statement).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import pymysql
 
@@ -27,6 +30,7 @@ from pipeline.errors import ServiceError
 from pipeline.settings import MysqlUrl
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Each entry migrates the schema from version i to i + 1. Append, never edit: deployed databases hold the number.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -95,6 +99,24 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             ADD COLUMN late_trades BIGINT NOT NULL DEFAULT 0,
             ADD COLUMN quarantined BIGINT NOT NULL DEFAULT 0""",
     ),
+    (
+        # Issue 10: a batch is known by what it read, not by (run id, batch id): a deleted, restored or remote
+        # checkpoint reuses batch ids for other offsets, and a recreated topic reuses offsets for other messages.
+        """ALTER TABLE pipeline_batches
+            DROP PRIMARY KEY,
+            ADD COLUMN id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY FIRST,
+            ADD COLUMN fingerprint CHAR(64) NULL COMMENT 'sha256 of the offsets and contents the batch read',
+            ADD COLUMN offsets MEDIUMTEXT NULL COMMENT 'topic/partition:first-last offsets read',
+            ADD UNIQUE KEY by_fingerprint (query_name, fingerprint),
+            ADD KEY by_run (run_id, query_name, batch_id)""",
+        # A quarantined message is known by its position *and* its content (a recreated topic reuses positions);
+        # utf8mb4 whatever the server's default, so any text Kafka carried can be kept.
+        """ALTER TABLE quarantine
+            CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+            ADD COLUMN digest CHAR(64) NOT NULL DEFAULT '' COMMENT 'sha256 of the Kafka timestamp and raw value',
+            DROP INDEX by_position,
+            ADD UNIQUE KEY by_message (topic, kafka_partition, kafka_offset, digest)""",
+    ),
 )
 
 WINDOW_COLUMNS = ("symbol", "start_time", "end_time", "average_price", "open_price", "high_price", "low_price",
@@ -121,12 +143,14 @@ def utc(ms: int) -> datetime:
 IO_TIMEOUT_SECONDS = 30
 
 
-def connect(url: MysqlUrl, database: bool = True) -> pymysql.connections.Connection:
+def connect(url: MysqlUrl, database: bool = True, io_timeouts: bool = True) -> pymysql.connections.Connection:
+    """A connection as the URL says, TLS included (``?ssl-mode=...``: a server without TLS is refused before the
+    login is sent). ``io_timeouts=False`` is for schema migrations: an ALTER of a big table may run far longer than
+    IO_TIMEOUT_SECONDS without a byte on the wire, and must not be cut."""
+    timeout = IO_TIMEOUT_SECONDS if io_timeouts else None
     try:
-        return pymysql.connect(host=url.host, port=url.port, user=url.user, password=url.password,
-                               database=url.database if database else None, autocommit=False,
-                               connect_timeout=10, read_timeout=IO_TIMEOUT_SECONDS,
-                               write_timeout=IO_TIMEOUT_SECONDS, init_command="SET time_zone = '+00:00'")
+        return pymysql.connect(**url.connect_arguments(database), autocommit=False, connect_timeout=10,
+                               read_timeout=timeout, write_timeout=timeout, init_command="SET time_zone = '+00:00'")
     except pymysql.err.OperationalError as exc:
         raise ServiceError(f"MySQL at {url} is unreachable or refused the login: {exc.args[-1]}") from exc
 
@@ -145,32 +169,57 @@ def transaction(url: MysqlUrl) -> Iterator[Any]:
         conn.close()
 
 
-def migrate(url: MysqlUrl) -> int:
-    """Create or evolve the schema to the newest version; returns it. Safe to run concurrently and repeatedly."""
-    with transaction(url) as cur:
-        cur.execute("CREATE TABLE IF NOT EXISTS pipeline_schema (version INT NOT NULL)")
-        cur.execute("SELECT GET_LOCK('pipeline_schema', 30)")
+# Failures that say nothing about the data: a deadlock or lock wait (the server rolled back), or a connection lost
+# or refused. The whole transaction is run again; anything else (a refused login, a bad statement) is raised.
+RETRYABLE = frozenset({1205, 1213, 1040, 1053, 2003, 2006, 2013, 2055})
+RETRY_SECONDS = 900.0  # how long a batch keeps trying before the job stops with the cause
+_DUPLICATE_KEY = 1062
+
+
+def retryable(exc: BaseException) -> bool:
+    while exc is not None:
+        if isinstance(exc, pymysql.err.OperationalError | pymysql.err.InternalError) and exc.args \
+                and exc.args[0] in RETRYABLE:
+            return True
+        if isinstance(exc, pymysql.err.InterfaceError | ConnectionError | TimeoutError):
+            return True
+        exc = exc.__cause__  # type: ignore[assignment]
+    return False
+
+
+def with_retries(url: MysqlUrl, work: Callable[[Any], T], what: str, deadline_s: float = RETRY_SECONDS,
+                 sleep: Callable[[float], None] = time.sleep) -> T:
+    """``work(cursor)`` in one transaction, run again (after a backoff of 1 s doubling to 30 s) while MySQL fails
+    for a reason that says nothing about the data, for at most ``deadline_s``; every attempt is logged. ``work``
+    must be repeatable: a commit whose answer was lost is found by the next attempt (the batch ledger)."""
+    started, delay, attempt = time.monotonic(), 1.0, 1
+    while True:
         try:
-            cur.execute("SELECT version FROM pipeline_schema")
-            row = cur.fetchone()
-            version = row[0] if row else 0
-            if row is None:
-                cur.execute("INSERT INTO pipeline_schema (version) VALUES (0)")
-            for target, statements in enumerate(MIGRATIONS[version:], start=version + 1):
-                for statement in statements:
-                    cur.execute(statement)
-                cur.execute("UPDATE pipeline_schema SET version = %s", (target,))
-                log.info("schema migrated to version %d", target)
-            return len(MIGRATIONS)
-        finally:
-            cur.execute("SELECT RELEASE_LOCK('pipeline_schema')")
+            with transaction(url) as cur:
+                return work(cur)
+        except Exception as exc:
+            if not retryable(exc) or time.monotonic() - started + delay > deadline_s:
+                raise
+            log.warning("%s: MySQL failed (%s); attempt %d again in %.0f s", what,
+                        str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__, attempt + 1, delay)
+            sleep(delay)
+            delay, attempt = min(delay * 2, 30.0), attempt + 1
 
 
-def ledger_has(cur: Any, run_id: str, query: str, batch_id: int) -> bool:
-    """Whether the batch was applied before (locks its ledger slot for this transaction)."""
-    cur.execute("SELECT 1 FROM pipeline_batches WHERE run_id = %s AND query_name = %s AND batch_id = %s FOR UPDATE",
-                (run_id, query, batch_id))
-    return cur.fetchone() is not None
+def claim_batch(cur: Any, run_id: str, query: str, batch_id: int, fingerprint: str, offsets: str) -> bool:
+    """Claim the ledger slot of a batch, known by the fingerprint of what it read; False if it was applied before.
+
+    Inserting first (not ``SELECT ... FOR UPDATE``) takes no gap lock: two writers never deadlock on the ledger, and
+    a second writer of the same batch waits for the first one's commit and then finds it applied."""
+    try:
+        cur.execute("INSERT INTO pipeline_batches (run_id, query_name, batch_id, fingerprint, offsets, rows_written, "
+                    "rows_finalized, final_rows_refused, applied_at) VALUES (%s, %s, %s, %s, %s, 0, 0, 0, %s)",
+                    (run_id, query, batch_id, fingerprint, offsets, _now()))
+    except pymysql.err.IntegrityError as exc:
+        if exc.args[0] == _DUPLICATE_KEY:
+            return False
+        raise
+    return True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,12 +236,13 @@ class BatchCounts:
                                                     strict=True)))
 
 
-def record_batch(cur: Any, run_id: str, query: str, batch_id: int, counts: BatchCounts) -> None:
-    cur.execute("INSERT INTO pipeline_batches (run_id, query_name, batch_id, rows_written, rows_finalized, "
-                "final_rows_refused, trades_merged, duplicates, late_trades, quarantined, applied_at) "
-                "VALUES (%s, %s, %s, %s, %s, 0, %s, %s, %s, %s, %s)",
-                (run_id, query, batch_id, counts.rows_written, counts.rows_finalized, counts.trades_merged,
-                 counts.duplicates, counts.late_trades, counts.quarantined, _now()))
+def record_batch(cur: Any, query: str, fingerprint: str, counts: BatchCounts) -> None:
+    """The figures of a batch claimed in this transaction."""
+    cur.execute("UPDATE pipeline_batches SET rows_written = %s, rows_finalized = %s, trades_merged = %s, "
+                "duplicates = %s, late_trades = %s, quarantined = %s, applied_at = %s "
+                "WHERE query_name = %s AND fingerprint = %s",
+                (counts.rows_written, counts.rows_finalized, counts.trades_merged, counts.duplicates,
+                 counts.late_trades, counts.quarantined, _now(), query, fingerprint))
 
 
 def run_totals(url: MysqlUrl, run_id: str) -> BatchCounts:
@@ -282,6 +332,10 @@ def finalize(cur: Any, symbol: str, ranges: Sequence[Range]) -> int:
     return finalized
 
 
+REASON_CHARS = 255  # quarantine.reason
+RAW_VALUE_CHARS = 4_000_000  # quarantine.raw_value (MEDIUMTEXT: 16 MiB, up to 4 bytes a character)
+
+
 @dataclasses.dataclass(frozen=True)
 class QuarantinedMessage:
     topic: str
@@ -291,15 +345,46 @@ class QuarantinedMessage:
     raw_value: str | None
     reason: str
 
+    @property
+    def digest(self) -> str:
+        """What tells this message from another one at the same position (a recreated topic reuses offsets)."""
+        stamp = self.kafka_timestamp.isoformat() if self.kafka_timestamp else "-"
+        return hashlib.sha256(f"{stamp}\n{self.raw_value}".encode("utf-8", "surrogatepass")).hexdigest()
 
-def add_quarantine(cur: Any, messages: Sequence[QuarantinedMessage]) -> int:
-    """Keep rejected messages with their reason; idempotent by Kafka position. Returns how many were new."""
-    now = _now()
-    rows = [(m.topic, m.partition, m.offset, m.kafka_timestamp, m.reason[:255], m.raw_value, now) for m in messages]
-    added = cur.executemany(
-        "INSERT IGNORE INTO quarantine (topic, kafka_partition, kafka_offset, kafka_timestamp, reason, "
-        "raw_value, received_at) VALUES (%s, %s, %s, %s, %s, %s, %s)", rows) if rows else 0
-    return int(added or 0)
+    @property
+    def identity(self) -> tuple[str, int, int, str]:
+        return self.topic, self.partition, self.offset, self.digest
+
+    def row(self, now: datetime) -> tuple[Any, ...]:
+        """Cut explicitly to what the columns hold (never left to the server: strict mode would fail the batch,
+        ``INSERT IGNORE`` would hide it), saying so in the kept text."""
+        raw = self.raw_value
+        if raw is not None and len(raw) > RAW_VALUE_CHARS:
+            raw = f"{raw[:RAW_VALUE_CHARS]}... [cut: {len(raw)} characters in the message]"
+        reason = self.reason if len(self.reason) <= REASON_CHARS else self.reason[:REASON_CHARS - 3] + "..."
+        return (self.topic, self.partition, self.offset, self.digest, self.kafka_timestamp, reason, raw, now)
+
+
+def add_quarantine(cur: Any, messages: Sequence[QuarantinedMessage]) -> set[tuple[str, int, int, str]]:
+    """Keep rejected messages with their reason, each once (by position and content); returns the identities of
+    those that were not kept before (a re-executed batch finds its messages kept and adds nothing)."""
+    wanted = {m.identity: m for m in messages}
+    known: set[tuple[str, int, int, str]] = set()
+    keys = sorted(wanted)
+    for i in range(0, len(keys), _KEY_CHUNK):
+        chunk = keys[i:i + _KEY_CHUNK]
+        tuples = ", ".join(["(%s, %s, %s, %s)"] * len(chunk))
+        cur.execute("SELECT topic, kafka_partition, kafka_offset, digest FROM quarantine WHERE "
+                    f"(topic, kafka_partition, kafka_offset, digest) IN ({tuples}) FOR UPDATE",
+                    [v for k in chunk for v in k])
+        known.update((str(t), int(p), int(o), str(d)) for t, p, o, d in cur.fetchall())
+    new = [m for k, m in sorted(wanted.items()) if k not in known]
+    if new:
+        now = _now()
+        cur.executemany("INSERT INTO quarantine (topic, kafka_partition, kafka_offset, digest, kafka_timestamp, "
+                        "reason, raw_value, received_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                        [m.row(now) for m in new])
+    return {m.identity for m in new}
 
 
 def read_windows(url: MysqlUrl, symbol: str | None = None) -> list[dict[str, Any]]:
@@ -308,3 +393,81 @@ def read_windows(url: MysqlUrl, symbol: str | None = None) -> list[dict[str, Any
         cur.execute(f"SELECT {', '.join(WINDOW_COLUMNS)} FROM moving_averages {where} ORDER BY symbol, start_time",
                     params)
         return [dict(zip(WINDOW_COLUMNS, row, strict=True)) for row in cur.fetchall()]
+
+
+# Accounts (issue 10, ADR-10): the job writes as an account that may only SELECT, INSERT, UPDATE and DELETE; the
+# schema belongs to another (PIPELINE_MYSQL_ADMIN_URL). MySQL's "access denied" family, for a statement, a table, a
+# column, a database or a privilege like SUPER:
+ACCESS_DENIED = frozenset({1044, 1142, 1143, 1227, 1370})
+_NO_SUCH_TABLE = 1146
+
+
+def schema_version(url: MysqlUrl) -> int:
+    """The schema version the database holds (0: nothing created yet). Needs SELECT only."""
+    conn = connect(url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT version FROM pipeline_schema")
+            row = cur.fetchone()
+            return int(row[0]) if row else 0
+    except pymysql.err.MySQLError as exc:
+        if exc.args and exc.args[0] == _NO_SUCH_TABLE:
+            return 0
+        raise ServiceError(f"reading the schema version at {url} failed: {exc.args[-1]}") from exc
+    finally:
+        conn.close()
+
+
+def migrate_schema(url: MysqlUrl, variable: str = "PIPELINE_MYSQL_URL") -> int:
+    """Create or evolve the schema to the newest version as ``url``'s account; returns it. Safe to run concurrently
+    and repeatedly. The connection has no read/write timeout: an ALTER of a big table may take many minutes.
+
+    An account that may not change the schema gets one clear line (ConfigError) naming what to run instead."""
+    from pipeline.errors import ConfigError
+
+    conn = connect(url, io_timeouts=False)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("CREATE TABLE IF NOT EXISTS pipeline_schema (version INT NOT NULL)")
+            cur.execute("SELECT GET_LOCK('pipeline_schema', 30)")
+            try:
+                cur.execute("SELECT version FROM pipeline_schema")
+                row = cur.fetchone()
+                version = row[0] if row else 0
+                if row is None:
+                    cur.execute("INSERT INTO pipeline_schema (version) VALUES (0)")
+                for target, statements in enumerate(MIGRATIONS[version:], start=version + 1):
+                    for statement in statements:
+                        cur.execute(statement)
+                    cur.execute("UPDATE pipeline_schema SET version = %s", (target,))
+                    conn.commit()
+                    log.info("schema migrated to version %d", target)
+            finally:
+                cur.execute("SELECT RELEASE_LOCK('pipeline_schema')")
+        conn.commit()
+        return len(MIGRATIONS)
+    except pymysql.err.MySQLError as exc:
+        conn.rollback()
+        detail = exc.args[-1] if exc.args else type(exc).__name__
+        if exc.args and exc.args[0] in ACCESS_DENIED:
+            current = schema_version(url)
+            if variable == "PIPELINE_MYSQL_ADMIN_URL":
+                raise ConfigError(f"schema is at version {current}, the job needs {len(MIGRATIONS)}, and the account "
+                                  f"of PIPELINE_MYSQL_ADMIN_URL ({url}) may not change it: {detail}") from exc
+            raise ConfigError(f"schema is at version {current}, the job needs {len(MIGRATIONS)}: run `pipeline "
+                              "migrate` with PIPELINE_MYSQL_ADMIN_URL set") from exc
+        raise ServiceError(f"migrating the schema at {url} failed: {detail}") from exc
+    finally:
+        conn.close()
+
+
+def ensure_schema(url: MysqlUrl, admin: MysqlUrl | None = None) -> int:
+    """What ``pipeline process`` does on start: nothing if the schema is current; else migrate it as ``admin`` if
+    given, else as the writer ``url`` (one account with every right still works); a writer that may not change the
+    schema stops the job with one clear line (ConfigError, exit 2). Returns the schema version."""
+    version = schema_version(url)
+    if version >= len(MIGRATIONS):
+        return version
+    if admin is not None:
+        return migrate_schema(admin, "PIPELINE_MYSQL_ADMIN_URL")
+    return migrate_schema(url, "PIPELINE_MYSQL_URL")

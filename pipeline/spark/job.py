@@ -15,10 +15,8 @@ for its symbol, never because another symbol's or another producer's trades ran 
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -33,17 +31,6 @@ log = logging.getLogger(__name__)
 MAX_OFFSETS_PER_TRIGGER = 500_000
 
 
-def run_id(checkpoint_dir: Path) -> str:
-    """A stable id for this checkpoint (the ledger's key): created with it, gone with it."""
-    path = checkpoint_dir / "pipeline-run-id"
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    if not path.exists():  # written whole or not at all: a crash mid-write must not leave an empty id
-        partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-        partial.write_text(str(uuid.uuid4()))
-        os.replace(partial, path)
-    return path.read_text().strip()
-
-
 def _is_spark_55271(exc: BaseException | None) -> bool:
     """Spark 4.1.1's Kafka source throws an NPE while reporting progress for a batch re-executed after a restart
     (SPARK-55271 / SPARK-57438). The batch itself has completed and is committed when it happens, so starting the
@@ -56,10 +43,12 @@ def run(settings: Settings, bootstrap: str, url: MysqlUrl, checkpoint_dir: Path,
         trigger_seconds: float = 1.0, stop: threading.Event | None = None) -> JobSummary:
     from pyspark.errors import StreamingQueryException
 
-    mysql_store.migrate(url)
+    mysql_store.ensure_schema(url, settings.mysql_admin_url)
     kafka_io.ensure_topic(bootstrap, settings.topic)
-    run = run_id(checkpoint_dir)
     summary = JobSummary()
+    # The ledger's run id is the query's id, which Spark keeps in the checkpoint itself (any file system, hdfs://
+    # and s3a:// included): created with the checkpoint, gone with it, never a side file that can disagree.
+    batch_writer = writer.BatchWriter(url, summary)
     spark = spark_session(settings.cache_dir)
     source = (
         spark.readStream.format("kafka")
@@ -71,6 +60,8 @@ def run(settings: Settings, bootstrap: str, url: MysqlUrl, checkpoint_dir: Path,
         # Batches stay bounded (driver memory, statement sizes) whatever the backlog; with no watermark, how a
         # backlog is split cannot change a result.
         .option("maxOffsetsPerTrigger", str(MAX_OFFSETS_PER_TRIGGER))
+        # PIPELINE_KAFKA_SECURITY_PROTOCOL, SASL and TLS settings as kafka.* options (none by default).
+        .options(**settings.kafka_spark_options())
         .load()
     )
     trigger: dict[str, Any] = {"availableNow": True} if until_idle else {"processingTime": f"{trigger_seconds} seconds"}
@@ -78,10 +69,16 @@ def run(settings: Settings, bootstrap: str, url: MysqlUrl, checkpoint_dir: Path,
         # A stateless query: the window state is in MySQL, so the checkpoint holds only offsets ("stream", not
         # the stateful "windows" checkpoint of schema 1, which Spark could not resume with this plan).
         writer.QUERY: lambda: source.writeStream.queryName(writer.QUERY)
-        .foreachBatch(writer.BatchWriter(url, run, summary))
+        .foreachBatch(batch_writer)
         .option("checkpointLocation", str(checkpoint_dir / "stream")).trigger(**trigger).start(),
     }
-    queries = {name: start() for name, start in starters.items()}
+
+    def start(name: str) -> Any:
+        query = starters[name]()
+        batch_writer.run = str(query.id)
+        return query
+
+    queries = {name: start(name) for name in starters}
     restarts = dict.fromkeys(queries, 0)
     stop = stop or _stop_on_signals()
     finished: dict[str, Any] = {}
@@ -102,7 +99,7 @@ def run(settings: Settings, bootstrap: str, url: MysqlUrl, checkpoint_dir: Path,
                     restarts[name] += 1
                     summary.spark_restarts += 1
                     log.warning("query %s hit Spark bug SPARK-55271 after a restart; starting it again", name)
-                    queries[name] = starters[name]()
+                    queries[name] = start(name)
                     continue
                 if exc is not None:
                     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -115,7 +112,8 @@ def run(settings: Settings, bootstrap: str, url: MysqlUrl, checkpoint_dir: Path,
         for query in queries.values():
             if query.isActive:
                 query.stop()
-    summary.checkpoint_totals = mysql_store.run_totals(url, run)
+    if batch_writer.ready:
+        summary.checkpoint_totals = mysql_store.run_totals(url, batch_writer.run)
     return summary
 
 

@@ -6,13 +6,23 @@
     apply    upsert the merged windows, count late trades on their rows, union the coverage, finalize covered
              windows, keep quarantined and late messages, write the ledger row: all in one transaction
 
-A batch Spark re-executes after a crash finds its ledger row and changes nothing.
+A batch is known by the fingerprint of what it read (per partition: first and last offset, count, and a hash of
+every message's offset, timestamp and value), not by Spark's batch id: a batch Spark re-executes after a crash
+finds its ledger row and changes nothing, while a deleted, restored or remote checkpoint (batch ids start again) or
+a recreated topic (offsets start again) cannot make a new batch look applied. Even a batch applied twice under
+different cuts counts nothing twice: trades by agg id (``merging``), late trades and quarantine by Kafka position
+and content.
+
+MySQL failures that say nothing about the data (deadlock, lock wait timeout, lost or refused connection, a frozen
+server cut by the client's timeouts) are retried with backoff for up to ``mysql_store.RETRY_SECONDS``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
+import threading
 import time
 from collections import Counter
 from typing import Any
@@ -71,6 +81,26 @@ def accumulator(row: Any) -> windows.Accumulator:
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class BatchRead:
+    """What a micro-batch read: its ledger identity."""
+
+    messages: int
+    offsets: str  # "topic/partition:first-last" per partition
+    fingerprint: str  # sha256 over offsets, counts and an order-free hash of every message
+
+
+def batch_read(parsed: DataFrame) -> BatchRead:
+    rows = parsed.groupBy("topic", "partition").agg(
+        F.count(F.lit(1)).alias("n"), F.min("offset").alias("first"), F.max("offset").alias("last"),
+        F.bit_xor(F.xxhash64("offset", "kafka_timestamp_ms", "raw_value")).alias("x")).collect()
+    parts = sorted((r["topic"], int(r["partition"]), int(r["first"]), int(r["last"]), int(r["n"]), int(r["x"]))
+                   for r in rows)
+    offsets = " ".join(f"{t}/{p}:{a}-{b}" for t, p, a, b, _, _ in parts)
+    digest = hashlib.sha256("\n".join(f"{t}/{p}:{a}-{b} n={n} x={x}" for t, p, a, b, n, x in parts).encode())
+    return BatchRead(sum(p[4] for p in parts), offsets, digest.hexdigest())
+
+
 def collect_islands(trade_rows: DataFrame, after: Any = None) -> tuple[list[merging.Island], list[merging.Island]]:
     """The batch's islands, and apart those of trades behind a heartbeat that covers them (late; normally none)."""
     normal: list[merging.Island] = []
@@ -100,8 +130,30 @@ def _exact_trades(trade_rows: DataFrame, keys: set[Key]) -> dict[Key, list[Trade
 
 
 class BatchWriter:
-    def __init__(self, url: MysqlUrl, run: str, summary: JobSummary) -> None:
-        self.url, self.run, self.summary = url, run, summary
+    """``run`` (the checkpoint's query id, recorded on ledger rows) may be given after the query started:
+    batches wait for it."""
+
+    def __init__(self, url: MysqlUrl, summary: JobSummary, run: str | None = None) -> None:
+        self.url, self.summary = url, summary
+        self._run, self._run_known = run, threading.Event()
+        if run is not None:
+            self._run_known.set()
+
+    @property
+    def run(self) -> str:
+        if not self._run_known.wait(timeout=120):
+            raise RuntimeError("the streaming query's id never reached the batch writer")
+        assert self._run is not None
+        return self._run
+
+    @run.setter
+    def run(self, value: str) -> None:
+        self._run = value
+        self._run_known.set()
+
+    @property
+    def ready(self) -> bool:
+        return self._run_known.is_set()
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
@@ -125,10 +177,12 @@ class BatchWriter:
 
     def _apply(self, parsed: DataFrame, batch_id: int) -> tuple[mysql_store.BatchCounts | None, int]:
         m = F.col("msg")
+        read = batch_read(parsed)
+        if not read.messages:
+            return mysql_store.BatchCounts(), 0
         side = parsed.where(F.col("reason").isNotNull() | (m["type"] == "heartbeat")).select(
             "topic", "partition", "offset", "kafka_timestamp_ms", "raw_value", "reason",
             m["s"].alias("symbol"), m["from"].alias("covered_from_ms"), m["T"].alias("complete_before_ms")).collect()
-        inputs = parsed.count()
         quarantine = [mysql_store.QuarantinedMessage(r["topic"], r["partition"], r["offset"],
                                                      _utc(r["kafka_timestamp_ms"]), r["raw_value"], r["reason"])
                       for r in side if r["reason"]]
@@ -137,51 +191,59 @@ class BatchWriter:
         trade_rows = transforms.trades(parsed)
         after = transforms.after_coverage(beats)
         islands, behind = collect_islands(trade_rows, after)
-        with mysql_store.transaction(self.url) as cur:
-            if mysql_store.ledger_has(cur, self.run, QUERY, batch_id):
-                return None, inputs
+        run = self.run
+
+        def transact(cur: Any) -> mysql_store.BatchCounts | None:
+            if not mysql_store.claim_batch(cur, run, QUERY, batch_id, read.fingerprint, read.offsets):
+                return None
             stored = mysql_store.load_windows(cur, {(i.symbol, i.start_ms) for i in islands})
             symbols = {i.symbol for i in islands} | {b[0] for b in beats}
             before = mysql_store.load_coverage(cur, symbols)
             normal = trade_rows if after is None else trade_rows.where(~F.coalesce(after, F.lit(False)))
             outcomes = merging.settle(stored, before, islands, lambda keys: _exact_trades(normal, keys))
-            late = Counter({k: o.late for k, o in outcomes.items() if o.late})
             duplicates = sum(o.duplicates for o in outcomes.values())
-            if late or behind:  # rare: fetch the late trades themselves
-                kept, more_late, more_duplicates = self._late(parsed, set(late), after, stored, outcomes)
-                quarantine += kept
-                late.update(more_late)
+            late_kept: list[tuple[Key, mysql_store.QuarantinedMessage]] = []
+            closed = {k for k, o in outcomes.items() if o.late}
+            if closed or behind:  # rare: fetch the late trades themselves
+                late_kept, more_duplicates = self._late(parsed, closed, after, stored, outcomes)
                 duplicates += more_duplicates
+            new = mysql_store.add_quarantine(cur, [*quarantine, *(msg for _, msg in late_kept)])
+            # A late trade counts once: a batch applied again under another cut finds it kept already.
+            late = Counter(key for key, msg in late_kept if msg.identity in new)
+            duplicates += sum(1 for _, msg in late_kept if msg.identity not in new)
             written = mysql_store.write_windows(cur, [
                 (windows.result(k[0], k[1], o.acc), o.acc, o.id_ranges) for k, o in outcomes.items() if o.merged])
             mysql_store.add_late(cur, [(k[0], k[1], n) for k, n in late.items()
                                        if k in stored or (k in outcomes and outcomes[k].merged)])
             finalized = 0
             for symbol in sorted(symbols):
-                new = [(start, end - 1) for s, _, _, start, end in beats if s == symbol and end > start]
-                ranges = coverage.union([*before.get(symbol, []), *new])
+                new_ranges = [(start, end - 1) for s, _, _, start, end in beats if s == symbol and end > start]
+                ranges = coverage.union([*before.get(symbol, []), *new_ranges])
                 if ranges != before.get(symbol, []):
                     mysql_store.save_coverage(cur, symbol, ranges)
                 finalized += mysql_store.finalize(cur, symbol, ranges)
             counts = mysql_store.BatchCounts(
                 trades_merged=sum(o.merged for o in outcomes.values()), duplicates=duplicates,
-                late_trades=sum(late.values()), quarantined=mysql_store.add_quarantine(cur, quarantine),
-                rows_written=written, rows_finalized=finalized)
-            mysql_store.record_batch(cur, self.run, QUERY, batch_id, counts)
-            return counts, inputs
+                late_trades=sum(late.values()), quarantined=len(new), rows_written=written, rows_finalized=finalized)
+            mysql_store.record_batch(cur, QUERY, read.fingerprint, counts)
+            return counts
+
+        return mysql_store.with_retries(self.url, transact, f"batch {batch_id}"), read.messages
 
     @staticmethod
     def _late(parsed: DataFrame, closed: set[Key], after: Any,
               stored: dict[Key, merging.Stored], outcomes: dict[Key, merging.Outcome],
-              ) -> tuple[list[mysql_store.QuarantinedMessage], Counter[Key], int]:
-        """The late trades themselves, kept where an operator (or a backfill) can find them: those of windows that
-        were closed before the batch (counted by ``merging``), and those behind a heartbeat that covers them in
-        this batch (counted here). A redelivery of a counted trade is a duplicate, not late."""
+              ) -> tuple[list[tuple[Key, mysql_store.QuarantinedMessage]], int]:
+        """The late trades themselves, to be kept where an operator (or a backfill) can find them: those of windows
+        that were closed before the batch, and those behind a heartbeat that covers them in this batch. A
+        redelivery of a counted trade is a duplicate, not late (those behind a heartbeat are counted here, the
+        others by ``merging``)."""
         is_after = F.coalesce(after, F.lit(False)) if after is not None else F.lit(False)
         wanted = is_after | _in_windows(closed) if closed else is_after
         rows = (transforms.trades(parsed, "topic", "kafka_timestamp_ms", "raw_value").where(wanted)
                 .withColumn("after", is_after).collect())
-        kept, late, duplicates, seen = [], Counter[Key](), 0, set[tuple[str, int]]()
+        kept: list[tuple[Key, mysql_store.QuarantinedMessage]] = []
+        duplicates, seen = 0, set[tuple[str, int]]()
         for r in sorted(rows, key=lambda r: (r["partition"], r["offset"])):
             key, agg_id = (r["symbol"], int(r["start_ms"])), int(r["agg_id"])
             counted = outcomes[key].id_ranges if key in outcomes else stored[key].id_ranges if key in stored else ()
@@ -189,9 +251,7 @@ class BatchWriter:
                 duplicates += 1 if r["after"] else 0  # the others were counted by merging
                 continue
             seen.add((key[0], agg_id))
-            if r["after"]:
-                late[key] += 1
-            kept.append(mysql_store.QuarantinedMessage(
+            kept.append((key, mysql_store.QuarantinedMessage(
                 r["topic"], r["partition"], r["offset"], _utc(r["kafka_timestamp_ms"]), r["raw_value"],
-                f"late: window {key[0]} {mysql_store.utc(key[1]):%Y-%m-%d %H:%M} was already declared complete"))
-        return kept, late, duplicates
+                f"late: window {key[0]} {mysql_store.utc(key[1]):%Y-%m-%d %H:%M} was already declared complete")))
+        return kept, duplicates

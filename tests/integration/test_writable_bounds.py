@@ -257,7 +257,7 @@ def schema(mysql_url: MysqlUrl) -> MysqlUrl:
         cur.execute("SHOW TABLES LIKE 'moving_averages'")
         migrated = cur.fetchone() is not None
     if not migrated:
-        mysql_store.migrate(mysql_url)
+        mysql_store.migrate_schema(mysql_url)
     return mysql_url
 
 

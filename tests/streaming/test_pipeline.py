@@ -261,3 +261,50 @@ def test_a_trade_behind_the_heartbeat_that_covers_it_is_late_in_any_batch(settin
         kept = cur.fetchall()
     assert [r[0][:34] for r in kept] == ["late: window ADAUSDT 2026-01-01 12", "late: window SOLUSDT 2026-01-01 12"]
     assert all('"p":"999"' in raw for _, raw in kept)
+
+
+def test_a_new_checkpoint_over_kept_rows_applies_new_batches_and_counts_nothing_twice(settings_for: Settings) -> None:
+    """Deleting the checkpoint (or restoring an old copy, or one on hdfs://) starts Spark's batch ids again for
+    other offsets. Keyed by (run id, batch id), the ledger took the new batch 0 (the whole topic, new data
+    included) for the old batch 0 and skipped it: the new minutes never reached MySQL. Known by what it read, the
+    new batch is applied; and what the old batches counted (trades, a late trade, a malformed message) is not
+    counted again."""
+    url, checkpoint = settings_for.mysql_url, settings_for.checkpoint_dir
+    assert url is not None and checkpoint is not None
+    bootstrap = settings_for.kafka_bootstrap or ""
+    start = 1_767_268_800_000
+    trades = synthetic_trades("ADAUSDT", start, 1_200, seed=71, spacing_ms=1_000)  # 20 minutes
+    withheld = trades[100]  # published after the heartbeat that covers its minute: late
+    early = [t for t in trades[:600] if t is not withheld]
+    kafka_io.ensure_topic(bootstrap, settings_for.topic)
+    sink = kafka_io.TradeSink(bootstrap, settings_for.topic)
+    for t in early:
+        sink.send_trade(t)
+    sink.send_heartbeat(messages.Heartbeat("ADAUSDT", start, start + 5 * 60_000))
+    sink.send_trade(withheld)
+    sink.flush()
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer.send(settings_for.topic, key=b"ADAUSDT", value=b'{"v":1,"type":"trade","s":"ADAUSDT"}')
+    producer.flush()
+    first = cli(settings_for, "process", "--until-idle")
+    assert "599 trades counted" in first.stdout and "1 late trades" in first.stdout, first.stdout
+
+    import shutil
+
+    shutil.rmtree(checkpoint / "stream")  # what remains beside it (if anything) must not matter
+    later = trades[600:]
+    for t in later:
+        sink.send_trade(t)
+    sink.send_heartbeat(messages.Heartbeat("ADAUSDT", start, start + 60 * 60_000))
+    sink.flush()
+    sink.close()
+    second = cli(settings_for, "process", "--until-idle")
+    assert "600 trades counted" in second.stdout and "0 late trades" in second.stdout, second.stdout
+    assert "0 quarantined" in second.stdout, second.stdout
+    assert_rows_match(url, early + later)
+    assert sum(r["late_trade_count"] for r in mysql_store.read_windows(url)) == 1
+    with mysql_store.transaction(url) as cur:
+        cur.execute("SELECT SUM(trades_merged), SUM(late_trades), SUM(quarantined) FROM pipeline_batches")
+        assert tuple(int(v) for v in cur.fetchone()) == (1_199, 1, 2)
+        cur.execute("SELECT COUNT(*) FROM quarantine")
+        assert cur.fetchone()[0] == 2
