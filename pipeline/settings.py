@@ -309,14 +309,23 @@ def _symbols(raw: str) -> tuple[str, ...]:
     return symbols
 
 
+def _checkpoint(raw: str | None) -> Path | str | None:
+    if raw is None:
+        return None
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", raw):
+        return raw.rstrip("/")
+    return Path(raw).expanduser()
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     kafka_bootstrap: str | None  # PIPELINE_KAFKA_BOOTSTRAP
     mysql_url: MysqlUrl | None  # PIPELINE_MYSQL_URL: the writer (SELECT, INSERT, UPDATE, DELETE)
     symbols: tuple[str, ...] = DEFAULT_SYMBOLS  # PIPELINE_SYMBOLS
     topic: str = "binance.aggtrades"  # PIPELINE_TOPIC
-    # PIPELINE_CHECKPOINT_DIR; None: beside the local stack's data (see pipeline.services.stack.checkpoint_dir)
-    checkpoint_dir: Path | None = None
+    # PIPELINE_CHECKPOINT_DIR: a local path, or a URL Spark's file systems read (hdfs://, s3a://, ...), kept as
+    # written (a Path would fold "//"); None: beside the local stack's data (pipeline.services.stack.checkpoint_dir)
+    checkpoint_dir: Path | str | None = None
     watermark_seconds: int = 10  # PIPELINE_WATERMARK_SECONDS
     state_dir: Path = Path.home() / ".local/state/pipeline"  # PIPELINE_STATE_DIR: the local stack's state
     cache_dir: Path = Path.home() / ".cache/pipeline"  # PIPELINE_CACHE_DIR: Maven artifacts, outside the repo
@@ -351,7 +360,7 @@ class Settings:
             mysql_url=url("PIPELINE_MYSQL_URL"),
             symbols=_symbols(get("PIPELINE_SYMBOLS") or ",".join(DEFAULT_SYMBOLS)),
             topic=topic,
-            checkpoint_dir=Path(checkpoint).expanduser() if (checkpoint := get("PIPELINE_CHECKPOINT_DIR")) else None,
+            checkpoint_dir=_checkpoint(get("PIPELINE_CHECKPOINT_DIR")),
             watermark_seconds=watermark,
             state_dir=state_dir,
             cache_dir=Path(get("PIPELINE_CACHE_DIR") or cls.cache_dir).expanduser(),

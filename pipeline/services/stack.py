@@ -237,7 +237,7 @@ def connections(settings: Settings) -> Connections:
                        mysql_read_url(settings))
 
 
-def checkpoint_dir(settings: Settings, name: str = "checkpoint") -> Path:
+def checkpoint_dir(settings: Settings, name: str = "checkpoint") -> Path | str:
     """``PIPELINE_CHECKPOINT_DIR``, or else a directory that lives and dies with the local stack's data.
 
     A checkpoint records Kafka offsets; kept across ``stack down`` / ``up`` it would point at offsets of a topic that

@@ -39,7 +39,14 @@ def _is_spark_55271(exc: BaseException | None) -> bool:
     return "scala.Option.get()" in text and "IterableOps.map" in text
 
 
-def run(settings: Settings, bootstrap: str, url: MysqlUrl, checkpoint_dir: Path, until_idle: bool,
+def checkpoint_location(checkpoint_dir: Path | str, name: str) -> str:
+    """A query's checkpoint under ``checkpoint_dir``: a local path, or a URL such as ``hdfs://nn:8020/ckpt``."""
+    if isinstance(checkpoint_dir, Path):
+        return str(checkpoint_dir / name)
+    return f"{checkpoint_dir.rstrip('/')}/{name}"
+
+
+def run(settings: Settings, bootstrap: str, url: MysqlUrl, checkpoint_dir: Path | str, until_idle: bool,
         trigger_seconds: float = 1.0, stop: threading.Event | None = None) -> JobSummary:
     from pyspark.errors import StreamingQueryException
 
@@ -70,7 +77,7 @@ def run(settings: Settings, bootstrap: str, url: MysqlUrl, checkpoint_dir: Path,
         # the stateful "windows" checkpoint of schema 1, which Spark could not resume with this plan).
         writer.QUERY: lambda: source.writeStream.queryName(writer.QUERY)
         .foreachBatch(batch_writer)
-        .option("checkpointLocation", str(checkpoint_dir / "stream")).trigger(**trigger).start(),
+        .option("checkpointLocation", checkpoint_location(checkpoint_dir, "stream")).trigger(**trigger).start(),
     }
 
     def start(name: str) -> Any:

@@ -204,3 +204,14 @@ def test_bad_kafka_security_settings_fail_at_construction(env: dict[str, str], n
     with pytest.raises(ConfigError) as info:
         Settings.from_mapping(env)
     assert needle in str(info.value)
+
+
+def test_a_checkpoint_url_keeps_its_double_slash() -> None:
+    """A Path folded hdfs://nn:8020/ckpt into hdfs:/nn:8020/ckpt, a directory named "hdfs:" on the local disk."""
+    from pipeline.spark.job import checkpoint_location
+
+    remote = Settings.from_mapping({"PIPELINE_CHECKPOINT_DIR": "hdfs://nn:8020/pipeline/ckpt/"}).checkpoint_dir
+    assert remote == "hdfs://nn:8020/pipeline/ckpt"
+    assert checkpoint_location(remote, "stream") == "hdfs://nn:8020/pipeline/ckpt/stream"  # type: ignore[arg-type]
+    local = Settings.from_mapping({"PIPELINE_CHECKPOINT_DIR": "/var/lib/pipeline/ckpt"}).checkpoint_dir
+    assert isinstance(local, Path) and checkpoint_location(local, "stream") == "/var/lib/pipeline/ckpt/stream"
