@@ -27,10 +27,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--speed", default="60x")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, fresh_database() as mysql_url:
+    with tempfile.TemporaryDirectory() as tmp, fresh_database() as database:
         env = dict(os.environ, PIPELINE_TOPIC=f"bench.latency.{uuid.uuid4().hex[:8]}",
                    PIPELINE_CHECKPOINT_DIR=f"{tmp}/checkpoint",
-                   PIPELINE_MYSQL_URL=mysql_url)
+                   **database)
         job = subprocess.Popen([sys.executable, "-m", "pipeline", "process"], env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.DEVNULL, text=True)
         time.sleep(20)  # JVM and Spark start

@@ -25,9 +25,9 @@ def main() -> None:
     parser.add_argument("--trades", type=int, default=200_000)
     args = parser.parse_args()
     run = uuid.uuid4().hex[:8]
-    with tempfile.TemporaryDirectory() as tmp, fresh_database() as mysql_url:
+    with tempfile.TemporaryDirectory() as tmp, fresh_database() as database:
         env = dict(os.environ, PIPELINE_TOPIC=f"bench.process.{run}", PIPELINE_CHECKPOINT_DIR=f"{tmp}/checkpoint",
-                   PIPELINE_MYSQL_URL=mysql_url)
+                   **database)
         sources = []
         for i, symbol in enumerate(SYMBOLS):
             trades = synthetic_trades(symbol, 1_735_689_600_000, args.trades // len(SYMBOLS), seed=i, spacing_ms=200)

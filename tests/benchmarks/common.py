@@ -16,18 +16,20 @@ from pipeline.settings import MysqlUrl
 
 
 @contextmanager
-def fresh_database() -> Iterator[str]:
-    """Yields a PIPELINE_MYSQL_URL for a new, empty database; drops it afterwards."""
-    url = MysqlUrl.parse(os.environ["PIPELINE_MYSQL_URL"])
+def fresh_database() -> Iterator[dict[str, str]]:
+    """Yields the PIPELINE_MYSQL_*URL settings of a new, empty database (created and dropped by the schema owner,
+    PIPELINE_MYSQL_ADMIN_URL, or the one account of PIPELINE_MYSQL_URL)."""
+    names = ("PIPELINE_MYSQL_URL", "PIPELINE_MYSQL_ADMIN_URL", "PIPELINE_MYSQL_READ_URL")
+    urls = {n: MysqlUrl.parse(os.environ[n]) for n in names if os.environ.get(n)}
+    admin = urls.get("PIPELINE_MYSQL_ADMIN_URL", urls["PIPELINE_MYSQL_URL"])
     name = f"pipeline_bench_{uuid.uuid4().hex[:8]}"
-    with pymysql.connect(host=url.host, port=url.port, user=url.user, password=url.password,
-                         autocommit=True) as conn, conn.cursor() as cur:
+    with pymysql.connect(**admin.connect_arguments(database=False), autocommit=True) as conn, conn.cursor() as cur:
         cur.execute(f"CREATE DATABASE `{name}`")
     try:
-        yield url.with_database(name).render()
+        yield {n: u.with_database(name).render() for n, u in urls.items()}
     finally:
-        with pymysql.connect(host=url.host, port=url.port, user=url.user, password=url.password,
-                             autocommit=True) as conn, conn.cursor() as cur:
+        with pymysql.connect(**admin.connect_arguments(database=False), autocommit=True) as conn, \
+                conn.cursor() as cur:
             cur.execute(f"DROP DATABASE `{name}`")
 
 
