@@ -49,17 +49,17 @@ class ResumePoint:
     complete_before_ms: int | None = None
 
 
-# A producer can only declare complete what happened before it published: a heartbeat whose T lies later than its
-# own Kafka timestamp, by more than the clock skew allowed between the exchange and the producer, is a bug or a
-# forgery, and would make every later trade of its symbol late.
+# A producer can only publish what has happened: a trade, or a heartbeat's T, later than the message's own Kafka
+# timestamp by more than the clock skew allowed between the exchange and the producer is a bug or a forgery. (A
+# heartbeat from the future would make every later trade of its symbol late.)
 MAX_CLOCK_SKEW_MS = 300_000
 
 
-def claims_the_future(heartbeat: Heartbeat, published_ms: int | None) -> bool:
-    """Whether ``heartbeat``, published at ``published_ms`` (its Kafka timestamp; None or <= 0: unknown), declares
-    complete a stretch that had not happened yet."""
-    return published_ms is not None and published_ms > 0 and \
-        heartbeat.complete_before_ms > published_ms + MAX_CLOCK_SKEW_MS
+def claims_the_future(message: Trade | Heartbeat, published_ms: int | None) -> bool:
+    """Whether ``message``, published at ``published_ms`` (its Kafka timestamp; None or <= 0: unknown), speaks of a
+    time that had not come yet."""
+    t = message.complete_before_ms if isinstance(message, Heartbeat) else message.event_time_ms
+    return published_ms is not None and published_ms > 0 and t > published_ms + MAX_CLOCK_SKEW_MS
 
 
 def encode_trade(trade: Trade) -> tuple[bytes, bytes]:

@@ -79,6 +79,8 @@ def classify(messages: DataFrame) -> DataFrame:
     price, qty = _exact_decimal(m["p"]), _exact_decimal(m["q"])
     is_trade, is_heartbeat = m["type"] == "trade", m["type"] == "heartbeat"
     symbol_ok = m["s"].isNotNull() & m["s"].rlike(SYMBOL_PATTERN)
+    published = F.col("kafka_timestamp_ms")
+    from_the_future = (published > 0) & (m["T"] > published + MAX_CLOCK_SKEW_MS)
     reason = (
         F.when(m.isNull() | F.col("raw_value").isNull() | m["_corrupt"].isNotNull(),
                F.lit("not a JSON object with fields of the schema's types"))
@@ -86,8 +88,7 @@ def classify(messages: DataFrame) -> DataFrame:
         .when(is_heartbeat & ~symbol_ok, F.lit("heartbeat without a valid symbol"))
         .when(is_heartbeat & (~_time_ok(m["T"]) | m["from"].isNull() | (m["from"] < 0) | (m["from"] > m["T"])),
               F.lit("heartbeat needs 0 <= from <= T with T in 2017..2100"))
-        .when(is_heartbeat & (F.col("kafka_timestamp_ms") > 0)
-              & (m["T"] > F.col("kafka_timestamp_ms") + MAX_CLOCK_SKEW_MS),
+        .when(is_heartbeat & from_the_future,
               F.lit("heartbeat declares complete a time after it was published (beyond 5 minutes of clock skew)"))
         .when(is_heartbeat, F.lit(None))
         .when(~is_trade | m["type"].isNull(), F.lit("unknown message type"))
@@ -97,6 +98,7 @@ def classify(messages: DataFrame) -> DataFrame:
         .when(qty.isNull() | (qty < 0), F.lit("quantity is not a decimal with at most 8 places"))
         .when(m["f"].isNull() | m["l"].isNull(), F.lit("trade ids missing"))
         .when(~_time_ok(m["T"]), F.lit("timestamp missing or not epoch ms between 2017 and 2100"))
+        .when(from_the_future, F.lit("trade time after the message was published (beyond 5 minutes of clock skew)"))
         .when(price * qty >= MAX_NOTIONAL, F.lit("price x quantity is 10^15 or more"))
         .when(m["m"].isNull() | m["M"].isNull(), F.lit("buyer-is-maker or best-match flag missing"))
         .when((m["f"] == -1) | (m["l"] == -1), F.lit("invalid record: trade ids are -1"))

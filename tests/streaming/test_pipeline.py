@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import subprocess
@@ -308,3 +309,35 @@ def test_a_new_checkpoint_over_kept_rows_applies_new_batches_and_counts_nothing_
         assert tuple(int(v) for v in cur.fetchone()) == (1_199, 1, 2)
         cur.execute("SELECT COUNT(*) FROM quarantine")
         assert cur.fetchone()[0] == 2
+
+
+def test_messages_from_the_future_are_quarantined_not_obeyed(settings_for: Settings) -> None:
+    """A producer cannot know trades that have not happened: a heartbeat whose T lies after its own publish time
+    (plus 5 minutes of clock skew) is refused. Obeyed, this one (T in 2099) finalized every window of the symbol
+    at once and made every later trade late. A trade stamped 2099 is refused the same way (it opened a 2099 row)."""
+    url = settings_for.mysql_url
+    assert url is not None
+    bootstrap = settings_for.kafka_bootstrap or ""
+    start = 1_767_268_800_000
+    trades = synthetic_trades("SOLUSDT", start, 400, seed=81, spacing_ms=500)
+    kafka_io.ensure_topic(bootstrap, settings_for.topic)
+    sink = kafka_io.TradeSink(bootstrap, settings_for.topic)
+    for t in trades[:200]:
+        sink.send_trade(t)
+    sink.send_heartbeat(messages.Heartbeat("SOLUSDT", start, 4_070_908_800_000))  # 2099-01-01
+    sink.send_trade(dataclasses.replace(trades[0], agg_id=10**9, event_time_ms=4_070_908_800_000))
+    sink.flush()
+    cli(settings_for, "process", "--until-idle")
+    for t in trades[200:]:
+        sink.send_trade(t)
+    sink.send_heartbeat(messages.Heartbeat("SOLUSDT", start, start + 60 * 60_000))
+    sink.flush()
+    sink.close()
+    result = cli(settings_for, "process", "--until-idle")
+    assert "0 late trades" in result.stdout, result.stdout
+    assert_rows_match(url, trades)
+    with mysql_store.transaction(url) as cur:
+        cur.execute("SELECT reason FROM quarantine ORDER BY kafka_offset")
+        assert [r[0] for r in cur.fetchall()] == [
+            "heartbeat declares complete a time after it was published (beyond 5 minutes of clock skew)",
+            "trade time after the message was published (beyond 5 minutes of clock skew)"]

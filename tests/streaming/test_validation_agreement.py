@@ -63,15 +63,15 @@ PUBLISHED_MS = 1_767_268_860_000
 
 
 def core_verdict(raw: bytes) -> Trade | messages.Heartbeat | None:
-    """What the core accepts: a decodable message that is not one of Binance's invalid records, nor a heartbeat
-    declaring complete a time after it was published."""
+    """What the core accepts: a decodable message that is not one of Binance's invalid records, nor speaks of a
+    time after it was published."""
     try:
         decoded = messages.decode(raw)
     except messages.MalformedMessage:
         return None
     if isinstance(decoded, Trade) and invalid_reason(decoded) is not None:
         return None
-    if isinstance(decoded, messages.Heartbeat) and messages.claims_the_future(decoded, PUBLISHED_MS):
+    if messages.claims_the_future(decoded, PUBLISHED_MS):
         return None
     return decoded
 
