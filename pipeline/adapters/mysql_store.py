@@ -438,7 +438,7 @@ def migrate_schema(url: MysqlUrl, variable: str = "PIPELINE_MYSQL_URL") -> int:
                     cur.execute("INSERT INTO pipeline_schema (version) VALUES (0)")
                 for target, statements in enumerate(MIGRATIONS[version:], start=version + 1):
                     for statement in statements:
-                        cur.execute(statement)
+                        _apply_once(cur, statement, target)
                     cur.execute("UPDATE pipeline_schema SET version = %s", (target,))
                     conn.commit()
                     log.info("schema migrated to version %d", target)
@@ -459,6 +459,26 @@ def migrate_schema(url: MysqlUrl, variable: str = "PIPELINE_MYSQL_URL") -> int:
         raise ServiceError(f"migrating the schema at {url} failed: {detail}") from exc
     finally:
         conn.close()
+
+
+# "already exists" / "does not exist": what a DDL statement that was applied before says when run again.
+_ALREADY_APPLIED = frozenset({1050, 1060, 1061, 1068, 1091})
+
+
+def _apply_once(cur: Any, statement: str, target: int) -> None:
+    """Run one DDL statement of a migration, or find it applied by an earlier, interrupted migration.
+
+    A version's statements are recorded only together (DDL commits itself, statement by statement), so a migration
+    killed half-way runs the applied ones again at the next start. Each statement is one ALTER or CREATE, atomic on
+    MySQL 8 and MariaDB 10.6+ (all its clauses or none), so the error it gives when run again (duplicate column or
+    key, table exists, nothing to drop) means it was applied whole."""
+    try:
+        cur.execute(statement)
+    except (pymysql.err.OperationalError, pymysql.err.InternalError) as exc:
+        if not exc.args or exc.args[0] not in _ALREADY_APPLIED:
+            raise
+        log.warning("schema version %d: a statement was applied by an interrupted migration (%s); going on",
+                    target, exc.args[-1])
 
 
 def ensure_schema(url: MysqlUrl, admin: MysqlUrl | None = None) -> int:

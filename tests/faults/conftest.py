@@ -36,7 +36,6 @@ class FaultStack:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "faults: kills, freezes and restarts real services and processes")
     config.stash[_SUMMARY] = []
 
 

@@ -133,3 +133,12 @@ def test_retries_stop_at_the_deadline_with_the_cause(url: MysqlUrl) -> None:
         mysql_store.with_retries(gone, lambda cur: None, "unreachable", deadline_s=20, sleep=slept.append)
     assert mysql_store.retryable(raised.value) and "unreachable" in str(raised.value)
     assert slept == [1.0, 2.0, 4.0, 8.0, 16.0]  # no time passes in these sleeps: the next one, 30 s, ends past it
+
+
+def test_a_migration_interrupted_after_its_statements_finishes_at_the_next_start(mysql_admin_url: MysqlUrl) -> None:
+    """DDL commits itself statement by statement; the version is written after the last one. Killed in between,
+    the next start runs the applied statements again: each is found applied (it was atomic), not a wedge."""
+    with mysql_store.transaction(mysql_admin_url) as cur:
+        cur.execute("UPDATE pipeline_schema SET version = 1")  # versions 2 and 3 applied, not recorded
+    assert mysql_store.migrate_schema(mysql_admin_url) == len(mysql_store.MIGRATIONS)
+    assert mysql_store.schema_version(mysql_admin_url) == len(mysql_store.MIGRATIONS)
