@@ -49,6 +49,9 @@ class JobSummary:
     skipped_batches: int = 0  # re-executed batches the ledger had applied already
     spark_restarts: int = 0  # queries started again after SPARK-55271
     batch_ms: list[int] = dataclasses.field(default_factory=list)
+    # where batch time goes, summed over the run (seconds): read (Kafka, JSON parse, cache, fingerprint), side
+    # (heartbeats and rejected messages), islands (the shuffle and aggregation), mysql (the transaction)
+    phase_s: dict[str, float] = dataclasses.field(default_factory=dict)
     checkpoint_totals: mysql_store.BatchCounts | None = None  # the ledger's sums over every run of the checkpoint
 
     def add(self, counts: mysql_store.BatchCounts) -> None:
@@ -61,6 +64,8 @@ class JobSummary:
             p50, p95 = durations[len(durations) // 2], durations[min(len(durations) - 1, len(durations) * 95 // 100)]
             timing = f"; batch time p50 {p50} ms, p95 {p95} ms, max {durations[-1]} ms"
         c = self.counts
+        if self.phase_s:
+            timing += "; time in batches: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.phase_s.items())
         return (f"{self.batches} batches, {self.input_rows} Kafka messages, {c.trades_merged} trades counted, "
                 f"{c.duplicates} duplicates ignored, {c.late_trades} late trades, {c.rows_written} "
                 f"window rows written, {c.rows_finalized} became final, {c.quarantined} quarantined, "
@@ -93,12 +98,20 @@ class BatchRead:
 def batch_read(parsed: DataFrame) -> BatchRead:
     rows = parsed.groupBy("topic", "partition").agg(
         F.count(F.lit(1)).alias("n"), F.min("offset").alias("first"), F.max("offset").alias("last"),
-        F.bit_xor(F.xxhash64("offset", "kafka_timestamp_ms", "raw_value")).alias("x")).collect()
+        F.bit_xor("value_hash").alias("x")).collect()
     parts = sorted((r["topic"], int(r["partition"]), int(r["first"]), int(r["last"]), int(r["n"]), int(r["x"]))
                    for r in rows)
     offsets = " ".join(f"{t}/{p}:{a}-{b}" for t, p, a, b, _, _ in parts)
     digest = hashlib.sha256("\n".join(f"{t}/{p}:{a}-{b} n={n} x={x}" for t, p, a, b, n, x in parts).encode())
     return BatchRead(sum(p[4] for p in parts), offsets, digest.hexdigest())
+
+
+def cached_columns(classified: DataFrame) -> DataFrame:
+    """What the later steps of a batch read, as cached: the raw value only where it is kept (a rejected message;
+    late trades fetch theirs from Kafka, rarely), and a hash of every message for the fingerprint. Caching every raw
+    value cost more than parsing it (issue 11)."""
+    return (classified.withColumn("value_hash", F.xxhash64("offset", "kafka_timestamp_ms", "raw_value"))
+            .withColumn("raw_value", F.when(F.col("reason").isNotNull(), F.col("raw_value"))))
 
 
 def collect_islands(trade_rows: DataFrame, after: Any = None) -> tuple[list[merging.Island], list[merging.Island]]:
@@ -157,9 +170,9 @@ class BatchWriter:
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
-        parsed = transforms.classify(transforms.parse(batch)).persist()
+        parsed = cached_columns(transforms.classify(transforms.parse(batch))).persist()
         try:
-            counts, inputs = self._apply(parsed, batch_id)
+            counts, inputs = self._apply(batch, parsed, batch_id)
         finally:
             parsed.unpersist()
         self.summary.batches += 1
@@ -175,11 +188,19 @@ class BatchWriter:
             log.warning("batch %d: %d trades arrived for windows already final; counted on their rows and kept "
                         "in quarantine", batch_id, counts.late_trades)
 
-    def _apply(self, parsed: DataFrame, batch_id: int) -> tuple[mysql_store.BatchCounts | None, int]:
+    def _phase(self, name: str, since: float) -> float:
+        now = time.monotonic()
+        self.summary.phase_s[name] = self.summary.phase_s.get(name, 0.0) + now - since
+        return now
+
+    def _apply(self, batch: DataFrame, parsed: DataFrame, batch_id: int,
+               ) -> tuple[mysql_store.BatchCounts | None, int]:
         m = F.col("msg")
+        began = time.monotonic()
         read = batch_read(parsed)
         if not read.messages:
             return mysql_store.BatchCounts(), 0
+        began = self._phase("read", began)
         side = parsed.where(F.col("reason").isNotNull() | (m["type"] == "heartbeat")).select(
             "topic", "partition", "offset", "kafka_timestamp_ms", "raw_value", "reason",
             m["s"].alias("symbol"), m["from"].alias("covered_from_ms"), m["T"].alias("complete_before_ms")).collect()
@@ -188,9 +209,11 @@ class BatchWriter:
                       for r in side if r["reason"]]
         beats = [(r["symbol"], int(r["partition"]), int(r["offset"]), int(r["covered_from_ms"]),
                   int(r["complete_before_ms"])) for r in side if not r["reason"]]
+        began = self._phase("side", began)
         trade_rows = transforms.trades(parsed)
         after = transforms.after_coverage(beats)
         islands, behind = collect_islands(trade_rows, after)
+        began = self._phase("islands", began)
         run = self.run
 
         def transact(cur: Any) -> mysql_store.BatchCounts | None:
@@ -205,7 +228,7 @@ class BatchWriter:
             late_kept: list[tuple[Key, mysql_store.QuarantinedMessage]] = []
             closed = {k for k, o in outcomes.items() if o.late}
             if closed or behind:  # rare: fetch the late trades themselves
-                late_kept, more_duplicates = self._late(parsed, closed, after, stored, outcomes)
+                late_kept, more_duplicates = self._late(batch, parsed, closed, after, stored, outcomes)
                 duplicates += more_duplicates
             new = mysql_store.add_quarantine(cur, [*quarantine, *(msg for _, msg in late_kept)])
             # A late trade counts once: a batch applied again under another cut finds it kept already.
@@ -228,10 +251,12 @@ class BatchWriter:
             mysql_store.record_batch(cur, QUERY, read.fingerprint, counts)
             return counts
 
-        return mysql_store.with_retries(self.url, transact, f"batch {batch_id}"), read.messages
+        counts = mysql_store.with_retries(self.url, transact, f"batch {batch_id}")
+        self._phase("mysql", began)
+        return counts, read.messages
 
     @staticmethod
-    def _late(parsed: DataFrame, closed: set[Key], after: Any,
+    def _late(batch: DataFrame, parsed: DataFrame, closed: set[Key], after: Any,
               stored: dict[Key, merging.Stored], outcomes: dict[Key, merging.Outcome],
               ) -> tuple[list[tuple[Key, mysql_store.QuarantinedMessage]], int]:
         """The late trades themselves, to be kept where an operator (or a backfill) can find them: those of windows
@@ -240,8 +265,12 @@ class BatchWriter:
         others by ``merging``)."""
         is_after = F.coalesce(after, F.lit(False)) if after is not None else F.lit(False)
         wanted = is_after | _in_windows(closed) if closed else is_after
-        rows = (transforms.trades(parsed, "topic", "kafka_timestamp_ms", "raw_value").where(wanted)
+        rows = (transforms.trades(parsed, "topic", "kafka_timestamp_ms").where(wanted)
                 .withColumn("after", is_after).collect())
+        positions = sorted({f"{r['partition']}:{r['offset']}" for r in rows})
+        raw = {(int(r["partition"]), int(r["offset"])): r["raw_value"] for r in batch.where(
+            F.concat_ws(":", "partition", F.col("offset").cast("string")).isin(positions)).select(
+            "partition", "offset", F.col("value").cast("string").alias("raw_value")).collect()} if rows else {}
         kept: list[tuple[Key, mysql_store.QuarantinedMessage]] = []
         duplicates, seen = 0, set[tuple[str, int]]()
         for r in sorted(rows, key=lambda r: (r["partition"], r["offset"])):
@@ -252,6 +281,7 @@ class BatchWriter:
                 continue
             seen.add((key[0], agg_id))
             kept.append((key, mysql_store.QuarantinedMessage(
-                r["topic"], r["partition"], r["offset"], _utc(r["kafka_timestamp_ms"]), r["raw_value"],
+                r["topic"], r["partition"], r["offset"], _utc(r["kafka_timestamp_ms"]),
+                raw[(int(r["partition"]), int(r["offset"]))],
                 f"late: window {key[0]} {mysql_store.utc(key[1]):%Y-%m-%d %H:%M} was already declared complete")))
         return kept, duplicates
