@@ -349,6 +349,23 @@ Stop everything with:
     return code
 
 
+def _bench(args: argparse.Namespace, settings: Settings) -> int:
+    import dataclasses
+    from pathlib import Path
+
+    from pipeline import bench
+
+    parts = tuple(p.strip() for p in args.only.split(",")) if args.only else bench.PARTS
+    if not set(parts) <= set(bench.PARTS):
+        raise ConfigError(f"--only takes a comma-separated list of {', '.join(bench.PARTS)}, got {args.only!r}")
+    base = bench.QUICK if args.quick else bench.FULL
+    sizes = dataclasses.replace(base, **{k: v for k, v in (
+        ("trades", args.trades), ("live_seconds", args.live_seconds), ("ledger_seconds", args.ledger_seconds),
+        ("ledger_rows", args.ledger_rows), ("rate", args.rate)) if v is not None})
+    return bench.main(bench.Options(sizes, args.quick, parts, Path(args.out) if args.out else None, args.partitions),
+                      settings)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """One line, not argparse's usage block: what is wrong and where to read more."""
@@ -409,6 +426,21 @@ def build_parser() -> argparse.ArgumentParser:
     p_record.add_argument("--minutes", type=float, required=True)
     p_record.add_argument("--base-url", default="https://api.binance.com", help=argparse.SUPPRESS)
     p_record.set_defaults(func=_record)
+
+    p_bench = sub.add_parser("bench", help="measure throughput, freshness and memory side by side with Spark and "
+                                           "kafka-python alone; print a table and write JSON")
+    p_bench.add_argument("--quick", action="store_true", help="small sizes (50,000 trades, 20 s of live pace): a "
+                                                              "smoke test")
+    p_bench.add_argument("--out", help="the JSON report (default: ./bench/bench-<UTC time>.json)")
+    p_bench.add_argument("--trades", type=int, help="trades on the pre-loaded topic (default 1,000,000)")
+    p_bench.add_argument("--live-seconds", type=float, help="freshness run at live pace (default 120)")
+    p_bench.add_argument("--rate", type=int, help="live pace in trades/s over the 5 symbols (default 500)")
+    p_bench.add_argument("--ledger-rows", type=int, help="ledger rows for the batch-time comparison (default 43,200)")
+    p_bench.add_argument("--ledger-seconds", type=float, help="each live run of the ledger comparison (default 45)")
+    p_bench.add_argument("--only", help="some of: processor,replay,freshness,ledger (default: all)")
+    p_bench.add_argument("--partitions", type=int, help="partitions of each bench topic (default: as the pipeline "
+                                                        "creates them)")
+    p_bench.set_defaults(func=_bench)
     return parser
 
 
