@@ -112,7 +112,9 @@ def _container(image: str, env: Mapping[str, str], ports: Mapping[str, tuple[str
     for key, value in env.items():
         container.with_env(key, value)
     # testcontainers types host ports as plain ints; docker-py takes (host ip, port) tuples, which bind one address.
-    container.ports.update(dict(ports))  # type: ignore[arg-type]
+    # (Any: with testcontainers installed its type says int; without, mypy sees Any: no ignore fits both.)
+    published: Any = container.ports
+    published.update(dict(ports))
     return container
 
 
