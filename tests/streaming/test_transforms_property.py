@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -39,7 +39,7 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 def kafka_rows(spark: Any, values: list[tuple[bytes, bytes]]) -> Any:
-    now = datetime(2026, 1, 1)
+    now = datetime(2026, 1, 2, tzinfo=UTC)  # published after every trade here (a later time is quarantined)
     return spark.createDataFrame([(k, v, "t", 0, i, now, 0) for i, (k, v) in enumerate(values)], KAFKA_SCHEMA)
 
 
