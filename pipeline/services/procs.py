@@ -145,17 +145,25 @@ def stop(pid: int, timeout_s: float = 20.0) -> None:
             return
         except PermissionError:
             os.kill(pid, sig)
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            try:
-                os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
-            if not alive(pid):
-                return
-            time.sleep(0.1)
+        if reap(pid, wait):
+            return
     if alive(pid):
         raise ServiceError(f"process {pid} would not stop")
+
+
+def reap(pid: int, timeout_s: float) -> bool:
+    """Wait up to ``timeout_s`` for a signalled process to be gone (collected if it is our child, so no zombie keeps
+    its pid alive); whether it is."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        if not alive(pid):
+            return True
+        time.sleep(0.05)
+    return not alive(pid)
 
 
 def rss_mib(pid: int) -> float:

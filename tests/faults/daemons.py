@@ -39,7 +39,8 @@ class Daemon:
         """SIGKILL, as a crash or the OOM killer would: no shutdown, no flush."""
         os.kill(self.pid, signal.SIGCONT)  # a frozen process still dies on SIGKILL; be explicit anyway
         os.kill(self.pid, signal.SIGKILL)
-        _reap(self.pid)
+        if not procs.reap(self.pid, 30.0):
+            raise AssertionError(f"process {self.pid} survived SIGKILL for 30s")
         self.kills += 1
 
     def freeze(self) -> None:
@@ -85,20 +86,6 @@ class Daemon:
         if procs.alive(self.pid):
             os.kill(self.pid, signal.SIGCONT)
             procs.stop(self.pid)
-
-
-def _reap(pid: int, timeout_s: float = 30.0) -> None:
-    """Wait until a killed process is gone (collect it if it is our child, so no zombie keeps its pid alive)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
-        if not procs.alive(pid):
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"process {pid} survived SIGKILL for {timeout_s:.0f}s")
 
 
 def children(pid: int) -> list[int]:
