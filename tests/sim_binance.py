@@ -49,6 +49,19 @@ class SimMarket:
     first_trade_id: int
 
 
+# Skewed markets with Binance-like rates (aggTrades per second): BTCUSDT is about 60x ADAUSDT.
+MARKETS = {m.symbol: m for m in (
+    SimMarket("BTCUSDT", 25.0, Decimal("97000"), Decimal("0.01"), Decimal("0.00001"), 20000, 3_500_000_000,
+              5_100_000_000),
+    SimMarket("ETHUSDT", 6.0, Decimal("3400"), Decimal("0.01"), Decimal("0.0001"), 30000, 2_100_000_000,
+              3_000_000_000),
+    SimMarket("SOLUSDT", 2.0, Decimal("190"), Decimal("0.01"), Decimal("0.001"), 50000, 900_000_000,
+              1_200_000_000),
+    SimMarket("ADAUSDT", 0.4, Decimal("0.95"), Decimal("0.0001"), Decimal("0.1"), 100000, 600_000_000,
+              700_000_000),
+)}
+
+
 @dataclass
 class _Fault:
     kind: str

@@ -10,23 +10,16 @@ over the trades the server served, every trade is in Kafka once and merged once.
 from __future__ import annotations
 
 import time
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from pipeline.settings import Settings
 from tests.cli_helpers import env_for
 from tests.faults.scenario import Processes, all_final, ledger, tail, verdict, wait_until
-from tests.sim_binance import SimBinance, SimMarket
+from tests.sim_binance import MARKETS as SKEWED
+from tests.sim_binance import SimBinance
 
-MARKETS = [
-    SimMarket("BTCUSDT", 25.0, Decimal("97000"), Decimal("0.01"), Decimal("0.00001"), 20000, 3_500_000_000,
-              5_100_000_000),
-    SimMarket("ETHUSDT", 6.0, Decimal("3400"), Decimal("0.01"), Decimal("0.0001"), 30000, 2_100_000_000,
-              3_000_000_000),
-    SimMarket("ADAUSDT", 0.4, Decimal("0.95"), Decimal("0.0001"), Decimal("0.1"), 100000, 600_000_000,
-              700_000_000),
-]
+MARKETS = [SKEWED[s] for s in ("BTCUSDT", "ETHUSDT", "ADAUSDT")]
 BACKLOG_MINUTES = 3
 LAG_SECONDS = 3  # PIPELINE_WATERMARK_SECONDS
 BANS = [("418", 10.0), ("429", 8.0)]  # (status, Retry-After seconds)

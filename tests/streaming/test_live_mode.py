@@ -10,25 +10,16 @@ import subprocess
 import sys
 import time
 from datetime import datetime
-from decimal import Decimal
 from pathlib import Path
 
 from pipeline.adapters import mysql_store
 from pipeline.settings import MysqlUrl, Settings
 from tests.cli_helpers import env_for
 from tests.reference_rows import assert_rows_match, expected_rows
-from tests.sim_binance import SimBinance, SimMarket
+from tests.sim_binance import MARKETS as SKEWED
+from tests.sim_binance import SimBinance
 
-MARKETS = [  # aggTrades per second, as on Binance: BTCUSDT is about 60x ADAUSDT
-    SimMarket("BTCUSDT", 25.0, Decimal("97000"), Decimal("0.01"), Decimal("0.00001"), 20000, 3_500_000_000,
-              5_100_000_000),
-    SimMarket("ETHUSDT", 6.0, Decimal("3400"), Decimal("0.01"), Decimal("0.0001"), 30000, 2_100_000_000,
-              3_000_000_000),
-    SimMarket("SOLUSDT", 2.0, Decimal("190"), Decimal("0.01"), Decimal("0.001"), 50000, 900_000_000,
-              1_200_000_000),
-    SimMarket("ADAUSDT", 0.4, Decimal("0.95"), Decimal("0.0001"), Decimal("0.1"), 100000, 600_000_000,
-              700_000_000),
-]
+MARKETS = list(SKEWED.values())  # all four: BTCUSDT about 60x ADAUSDT
 BACKLOG_MINUTES = 11
 LAG_SECONDS = 3  # PIPELINE_WATERMARK_SECONDS: the producer's margin for trades reaching REST late
 FAULTS = [("5xx", 3), ("429", 1), ("html200", 1), ("slow", 1), ("truncated", 1), ("wrong_shape", 1),
