@@ -51,7 +51,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from pipeline.errors import ConfigError, PipelineError, ServiceError
 from pipeline.settings import MysqlUrl, Settings
@@ -357,20 +357,42 @@ def listening_pid(host: str, port: int) -> int | None:
     return None
 
 
-class RssSampler:
-    """Samples RSS every ``every_s`` in a thread: the services, and whichever process trees are being watched."""
+class _Every:
+    """Calls ``tick`` every ``every_s`` in a daemon thread while the ``with`` block runs, and once more at its end."""
 
-    def __init__(self, services: dict[str, int | None], every_s: float = 0.5) -> None:
-        self.services = {k: v for k, v in services.items() if v is not None}
-        self.peaks: dict[str, float] = {}
-        self.watched: dict[str, int] = {}
+    def __init__(self, name: str, every_s: float) -> None:
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True, name="rss")
+        self._thread = threading.Thread(target=self._loop, daemon=True, name=name)
         self._every_s = every_s
+
+    def tick(self) -> None:
+        raise NotImplementedError
 
     def _loop(self) -> None:
         while not self._stop.wait(self._every_s):
-            self.sample()
+            self.tick()
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self.tick()
+
+
+class RssSampler(_Every):
+    """Samples RSS every ``every_s`` in a thread: the services, and whichever process trees are being watched."""
+
+    def __init__(self, services: dict[str, int | None], every_s: float = 0.5) -> None:
+        super().__init__("rss", every_s)
+        self.services = {k: v for k, v in services.items() if v is not None}
+        self.peaks: dict[str, float] = {}
+        self.watched: dict[str, int] = {}
+
+    def tick(self) -> None:
+        self.sample()
 
     def sample(self) -> None:
         children = _children()
@@ -385,14 +407,6 @@ class RssSampler:
             yield
         finally:
             self.watched.pop(name, None)
-
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
 
 
 # ---------------------------------------------------------------------------------------------------- checkpoints
@@ -418,33 +432,21 @@ def query_dirs(checkpoint: Path) -> list[Path]:
     return sorted(p.parent for p in checkpoint.glob("*/offsets")) if checkpoint.exists() else []
 
 
-class BatchTracker:
+class BatchTracker(_Every):
     """Every batch of the streaming queries under a checkpoint, from their own logs: start (``offsets/N``'s
     batchTimestampMs), end (when ``commits/N`` was written) and messages read (offset differences, from the starting
     offsets in ``sources``). Read in a thread while the queries run: Spark deletes all but the newest
     ``spark.sql.streaming.minBatchesToRetain`` batches of the logs."""
 
     def __init__(self, checkpoint: Path, every_s: float = 0.1) -> None:
+        super().__init__("batches", every_s)
         self.checkpoint = checkpoint
         self._offsets: dict[tuple[Path, int], list[dict[str, dict[str, int]]]] = {}
         self._batches: dict[tuple[Path, int], Batch] = {}
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True, name="batches")
-        self._every_s = every_s
 
-    def __enter__(self) -> BatchTracker:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
+    def tick(self) -> None:
         self.poll()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self._every_s):
-            self.poll()
 
     def poll(self) -> None:
         for query in query_dirs(self.checkpoint):
