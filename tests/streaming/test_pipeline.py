@@ -145,17 +145,26 @@ def test_sigkill_mid_stream_and_restart_gives_identical_rows(settings_for: Setti
     assert url is not None
     processor = subprocess.Popen([sys.executable, "-m", "pipeline", "process", "--trigger-seconds", "0.5"],
                                  env=env_for(settings_for), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert settings_for.checkpoint_dir is not None
+    started = settings_for.checkpoint_dir / "stream" / "metadata"  # written once the query has started
     try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not started.exists() and processor.poll() is None:
+            time.sleep(0.2)
+        assert started.exists(), "the processor never started its query"
+        # The replay starts only now, so a slow JVM start (CI) cannot let it finish before the kill.
         replay = subprocess.Popen([sys.executable, "-m", "pipeline", "replay", "--source", str(CASSETTE),
                                    "--speed", "30x"], env=env_for(settings_for), stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE)
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and _applied_batches(url) < 3:
-            time.sleep(0.5)
+            time.sleep(0.2)
         assert _applied_batches(url) >= 3, "the processor never got going"
+        mid_way = replay.poll() is None  # at 30x the 21 recorded minutes take about 40 s
         processor.send_signal(signal.SIGKILL)
         processor.wait(timeout=30)
-        assert replay.wait(timeout=300) == 0  # at 30x the 21 recorded minutes take about 40 s: the kill lands mid-way
+        assert mid_way, "the replay ended before the kill: the test would not kill mid-stream"
+        assert replay.wait(timeout=300) == 0
     finally:
         if processor.poll() is None:
             processor.kill()
