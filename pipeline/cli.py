@@ -110,7 +110,7 @@ def _sink(settings: Settings) -> tuple[str, TradeSink]:
     from pipeline.services import stack
 
     bootstrap, options = stack.kafka_bootstrap(settings), settings.kafka_client_options()
-    kafka_io.ensure_topic(bootstrap, settings.topic, options=options)
+    kafka_io.ensure_topic(bootstrap, settings.topic, settings.topic_partitions, options=options)
     return bootstrap, kafka_io.TradeSink(bootstrap, settings.topic, options=options)
 
 
@@ -362,8 +362,13 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
     sizes = dataclasses.replace(base, **{k: v for k, v in (
         ("trades", args.trades), ("live_seconds", args.live_seconds), ("ledger_seconds", args.ledger_seconds),
         ("ledger_rows", args.ledger_rows), ("rate", args.rate)) if v is not None})
-    return bench.main(bench.Options(sizes, args.quick, parts, Path(args.out) if args.out else None, args.partitions),
-                      settings)
+    if args.spark_master:  # the processor runs and Spark's raw count both read it, as any `pipeline process` does
+        if not args.spark_master.startswith(("local", "spark://", "yarn", "k8s://")):
+            raise ConfigError(f"--spark-master must be local[N], spark://HOST:PORT, yarn or k8s://..., "
+                              f"got {args.spark_master!r}")
+        os.environ["PIPELINE_SPARK_MASTER"] = args.spark_master
+    return bench.main(bench.Options(sizes, args.quick, parts, Path(args.out) if args.out else None,
+                                    args.partitions or settings.topic_partitions), settings)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -438,6 +443,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_bench.add_argument("--ledger-rows", type=int, help="ledger rows for the batch-time comparison (default 43,200)")
     p_bench.add_argument("--ledger-seconds", type=float, help="each live run of the ledger comparison (default 45)")
     p_bench.add_argument("--only", help="some of: processor,replay,freshness,ledger (default: all)")
+    p_bench.add_argument("--spark-master", help="run the processor and Spark's raw read on this master, e.g. "
+                         "spark://host:7077 (default: PIPELINE_SPARK_MASTER, else local[2]); executors' sizes come "
+                         "from PYSPARK_SUBMIT_ARGS, e.g. '--executor-memory 512m pyspark-shell'")
     p_bench.add_argument("--partitions", type=int, help="partitions of each bench topic (default: as the pipeline "
                                                         "creates them)")
     p_bench.set_defaults(func=_bench)

@@ -323,6 +323,9 @@ class Settings:
     mysql_url: MysqlUrl | None  # PIPELINE_MYSQL_URL: the writer (SELECT, INSERT, UPDATE, DELETE)
     symbols: tuple[str, ...] = DEFAULT_SYMBOLS  # PIPELINE_SYMBOLS
     topic: str = "binance.aggtrades"  # PIPELINE_TOPIC
+    # PIPELINE_TOPIC_PARTITIONS: partitions of the topic when the pipeline creates it (an existing topic is kept as
+    # it is). A symbol lives in one partition, so more partitions than symbols add no parallelism to one job.
+    topic_partitions: int = 3
     # PIPELINE_CHECKPOINT_DIR: a local path, or a URL Spark's file systems read (hdfs://, s3a://, ...), kept as
     # written (a Path would fold "//"); None: beside the local stack's data (pipeline.services.stack.checkpoint_dir)
     checkpoint_dir: Path | str | None = None
@@ -353,6 +356,10 @@ class Settings:
         if not 0 <= watermark <= 3600:
             raise ConfigError("PIPELINE_WATERMARK_SECONDS must be between 0 and 3600")
         topic = get("PIPELINE_TOPIC") or cls.topic
+        partitions_raw = get("PIPELINE_TOPIC_PARTITIONS") or str(cls.topic_partitions)
+        if not re.fullmatch(r"[0-9]{1,5}", partitions_raw) or not 1 <= int(partitions_raw) <= 10_000:
+            raise ConfigError(f"PIPELINE_TOPIC_PARTITIONS must be a whole number from 1 to 10000, "
+                              f"got {partitions_raw!r}")
         if not re.match(r"^[A-Za-z0-9._-]{1,249}$", topic):
             raise ConfigError(f"PIPELINE_TOPIC: {topic!r} is not a valid Kafka topic name")
         return cls(
@@ -360,6 +367,7 @@ class Settings:
             mysql_url=url("PIPELINE_MYSQL_URL"),
             symbols=_symbols(get("PIPELINE_SYMBOLS") or ",".join(DEFAULT_SYMBOLS)),
             topic=topic,
+            topic_partitions=int(partitions_raw),
             checkpoint_dir=_checkpoint(get("PIPELINE_CHECKPOINT_DIR")),
             watermark_seconds=watermark,
             state_dir=state_dir,

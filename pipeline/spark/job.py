@@ -51,7 +51,7 @@ def run(settings: Settings, bootstrap: str, url: MysqlUrl, checkpoint_dir: Path 
     from pyspark.errors import StreamingQueryException
 
     mysql_store.ensure_schema(url, settings.mysql_admin_url)
-    kafka_io.ensure_topic(bootstrap, settings.topic)
+    kafka_io.ensure_topic(bootstrap, settings.topic, settings.topic_partitions, settings.kafka_client_options())
     summary = JobSummary()
     # The ledger's run id is the query's id, which Spark keeps in the checkpoint itself (any file system, hdfs://
     # and s3a:// included): created with the checkpoint, gone with it, never a side file that can disagree.

@@ -13,6 +13,8 @@ def test_defaults_and_parsing() -> None:
     assert s.mysql_url == MysqlUrl("u", "s@cret", "db", 3307, "prod")
     assert s.watermark_seconds == 5
     assert Settings.from_mapping({}).symbols == DEFAULT_SYMBOLS
+    assert Settings.from_mapping({}).topic_partitions == 3
+    assert Settings.from_mapping({"PIPELINE_TOPIC_PARTITIONS": " 12 "}).topic_partitions == 12
 
 
 def test_secrets_never_show() -> None:
@@ -24,7 +26,8 @@ def test_secrets_never_show() -> None:
 @pytest.mark.parametrize("env", [
     {"PIPELINE_MYSQL_URL": "postgres://u:p@h/db"}, {"PIPELINE_MYSQL_URL": "mysql://h/db"},
     {"PIPELINE_SYMBOLS": "BTC-USDT"}, {"PIPELINE_SYMBOLS": " , "}, {"PIPELINE_WATERMARK_SECONDS": "ten"},
-    {"PIPELINE_TOPIC": "bad topic"},
+    {"PIPELINE_TOPIC": "bad topic"}, {"PIPELINE_TOPIC_PARTITIONS": "0"}, {"PIPELINE_TOPIC_PARTITIONS": "-3"},
+    {"PIPELINE_TOPIC_PARTITIONS": "2.5"}, {"PIPELINE_TOPIC_PARTITIONS": "10001"},
 ])
 def test_bad_settings_fail_at_construction(env: dict[str, str]) -> None:
     with pytest.raises(ConfigError):
