@@ -76,6 +76,8 @@ def _decimal(raw: object, field: str, quote: object) -> Decimal:
     # Spark job reads a number's text exactly too); never a binary float.
     if isinstance(raw, bool) or not isinstance(raw, str | int | Decimal):
         raise MalformedTrade(f"{field} must be a decimal string, got {raw!r} in {quote!r}")
+    if isinstance(raw, str) and "_" in raw:  # Python's Decimal reads "1_000"; nothing else here does
+        raise MalformedTrade(f"{field} {raw!r} is not a decimal number in {quote!r}")
     try:
         value = Decimal(raw)
     except InvalidOperation as exc:

@@ -10,6 +10,7 @@ the machines this runs on have two cores.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import sys
@@ -85,7 +86,7 @@ def start(work_dir: Path, workers: int = 2, cores: int = 1, memory: str = "768m"
                                   "--work-dir", str(directory), "--webui-port", str(procs.free_port())],
                                  log_path, env)
             cluster.pids.append(worker)
-            procs.wait_for(lambda n=n: _alive_workers(cluster) > n, pid=worker, what=f"Spark worker {n}",
+            procs.wait_for(functools.partial(_registered, cluster, n + 1), pid=worker, what=f"Spark worker {n}",
                            log_path=log_path, timeout_s=timeout_s)
     except BaseException:
         cluster.stop()
@@ -93,5 +94,5 @@ def start(work_dir: Path, workers: int = 2, cores: int = 1, memory: str = "768m"
     return cluster
 
 
-def _alive_workers(cluster: Cluster) -> int:
-    return sum(1 for w in cluster.state().get("workers", []) if w.get("state") == "ALIVE")
+def _registered(cluster: Cluster, workers: int) -> bool:
+    return sum(1 for w in cluster.state().get("workers", []) if w.get("state") == "ALIVE") >= workers

@@ -59,10 +59,27 @@ def parse(kafka_rows: DataFrame) -> DataFrame:
     )
 
 
+# A decimal's fraction digits (trailing zeros apart) and its exponent, to count its places exactly.
+_SPELLING = r"^[+-]?[0-9]*\.?([0-9]*?)0*(?:[eE]([+-]?[0-9]{1,9}))?$"
+
+
 def _exact_decimal(text: Column) -> Column:
-    """The string as DECIMAL(18,8), or null when it is not a number or would be rounded to fit."""
+    """The string as DECIMAL(18,8), or null when it is not a number or would be rounded to fit.
+
+    Read to 8 places and to 18, which must agree. A string that could hold a digit beyond
+    those 18 places (longer than 19 characters, or with an exponent: rare) has its places counted from its spelling
+    too, as the core counts them (``core.trades._decimal``); the cast alone would round such a digit away."""
     narrow, wide = text.try_cast(PRICE), text.try_cast("decimal(38,18)")
-    return F.when(narrow.isNotNull() & (narrow == wide), narrow)
+    short_plain = (F.length(text) <= 19) & ~text.contains("e") & ~text.contains("E")
+    spelled = F.regexp_replace(text, r"^\s+|\s+$", "")
+    exponent = F.regexp_extract(spelled, _SPELLING, 2)
+    places = (F.length(F.regexp_extract(spelled, _SPELLING, 1))
+              - F.when(exponent == "", 0).otherwise(exponent.try_cast("int")))
+    # CASE, not OR: Spark hoists an expression repeated under an OR out of it (subexpression elimination) and
+    # would run the regular expressions on every price; a CASE's later branch is evaluated only when reached.
+    exact = narrow.isNotNull() & (narrow == wide)
+    return F.when(short_plain, F.when(exact, narrow)).when(spelled.rlike(_SPELLING) & (places <= 8) & exact,
+                                                           narrow)
 
 
 def _time_ok(t: Column) -> Column:

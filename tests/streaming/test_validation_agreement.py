@@ -22,7 +22,7 @@ KAFKA_SCHEMA = ("key binary, value binary, topic string, partition int, offset l
 EDGES = st.sampled_from([
     0, -1, 2**53 - 1, 2**53, 2**63 - 1, 2**63, 1_483_228_799_999, 1_483_228_800_000, 4_102_444_799_999,
     4_102_444_800_000, 1_735_689_600_000_000, 1_767_269_160_000, 1_767_269_160_001,  # published + 5 min
-    "1e30", "1E2", " 1.5", "1.5 ", "1.000000001", "NaN", "-0",
+    "1e30", "1E2", " 1.5", "1.5 ", "1.000000001", "NaN", "-0", "1.0000000000000000001", "1_000", "1e-8",
     "0.00000000", "99999999999.99999999", "9999999999.99999999", "100000000", "1" * 25 + ".5", "btcusdt",
     "BTCUSDT ", "BTC-USDT", "B", "A" * 20, "A" * 21, "true", "", "１２"])
 HOSTILE = st.one_of(EDGES, EDGES, EDGES, st.none(), st.booleans(), st.floats(allow_nan=True, allow_infinity=True),
@@ -91,3 +91,31 @@ def test_core_and_spark_agree_on_hostile_messages(spark: Any, raws: list[bytes])
         if isinstance(verdict, Trade):  # the same values, to the last decimal place
             assert (verdict.symbol, verdict.agg_id, verdict.price, verdict.quantity, verdict.first_trade_id,
                     verdict.last_trade_id, verdict.event_time_ms) in read, raw
+
+
+DECIMAL_SPELLINGS = [
+    "1.5", "1.50000000", "1.00000000000000000000", "1.0000000000000000001", "1.000000000000000000100",
+    "0.000000015", "0.00000001", "1e-8", "1E-9", "1e-20", "5e-19", "1.50000000e0", "1.5E+3", "+1.5", ".5", "5.",
+    " 2.5 ", "1_000", "0.0000000000000000001e11", "9999999999.99999999", "10000000000", "0.123456789012345678",
+    "0.1234567800000000000000000000000000000000000000000", "12345678901234567890123.5", "\t1.5",
+    "\t1.0000000000000000001", "1.5\n", "1.50000000000000000000\t", "1.5e", "1..5", "0x10",
+]
+
+
+def test_core_and_spark_agree_on_decimal_spellings(spark: Any) -> None:
+    """Each spelling of a price, one by one: the same verdict and the same value (a string longer than the cast's
+    18 places once rounded silently to an accepted value in Spark; Python's Decimal accepts underscores)."""
+    template = {"v": 1, "type": "trade", "s": "BTCUSDT", "a": 7, "q": "1.00000000", "f": 7, "l": 7,
+                "T": PUBLISHED_MS - 1000, "m": True, "M": True}
+    raws = [json.dumps({**template, "p": text}).encode() for text in DECIMAL_SPELLINGS]
+    rows = spark.createDataFrame([(b"k", r, "t", 0, i, PUBLISHED, 0) for i, r in enumerate(raws)], KAFKA_SCHEMA)
+    classified = transforms.classify(transforms.parse(rows))
+    spark_prices = {r["offset"]: (r["price"] if r["reason"] is None else None)
+                    for r in classified.select("offset", "reason", "price").collect()}
+    disagreements = []
+    for offset, text in enumerate(DECIMAL_SPELLINGS):
+        verdict = core_verdict(raws[offset])
+        core_price = verdict.price if isinstance(verdict, Trade) else None
+        if core_price != spark_prices[offset]:
+            disagreements.append((text, core_price, spark_prices[offset]))
+    assert not disagreements, disagreements
