@@ -78,7 +78,9 @@ class TradeSink:
             "bootstrap_servers": bootstrap,
             "acks": "all",
             "enable_idempotence": True,  # broker-side dedup of retried batches: no duplicates from retries
-            "compression_type": "gzip",  # zlib ships with Python; lz4/zstd would add native dependencies
+            # lz4 (native, a dependency): as small on the wire for these JSON messages as the Java clients' default
+            # choice, several times cheaper than gzip on the producer's one sender thread (ADR-13)
+            "compression_type": "lz4",
             "linger_ms": 20,
             "batch_size": 256 * 1024,
             "delivery_timeout_ms": 120_000,
