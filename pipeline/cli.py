@@ -15,11 +15,11 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NoReturn
 
+from pipeline import compose
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.settings import Settings
 
 if TYPE_CHECKING:  # adapters are imported where used: `pipeline --help` must not load Kafka or Spark
-    from pipeline.adapters.kafka_io import TradeSink
     from pipeline.core.messages import ResumePoint
     from pipeline.services.stack import Connections
 
@@ -105,15 +105,6 @@ def _checked_time_ms(ms: int, raw: str) -> int:
     return ms
 
 
-def _sink(settings: Settings) -> tuple[str, TradeSink]:
-    from pipeline.adapters import kafka_io
-    from pipeline.services import stack
-
-    bootstrap, options = stack.kafka_bootstrap(settings), settings.kafka_client_options()
-    kafka_io.ensure_topic(bootstrap, settings.topic, settings.topic_partitions, options=options)
-    return bootstrap, kafka_io.TradeSink(bootstrap, settings.topic, options=options)
-
-
 def _produce(args: argparse.Namespace, settings: Settings) -> int:
     import time
 
@@ -132,7 +123,7 @@ def _produce(args: argparse.Namespace, settings: Settings) -> int:
     def sleep(seconds: float) -> None:
         stopping.wait(seconds)
 
-    bootstrap, sink = _sink(settings)
+    bootstrap, sink = compose.trade_sink(settings)
     counters = producer.Counters()
     client = BinanceClient(session=make_session(), base_url=args.base_url, weight_budget=args.weight_budget,
                            timeout_s=(5.0, args.request_timeout), sleep=sleep)
@@ -202,21 +193,15 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
     from pathlib import Path
 
     from pipeline import producer, replay
-    from pipeline.core.trades import Sequencer
 
-    pacer = producer.Pacer(producer.parse_speed(args.speed))
+    speed = producer.parse_speed(args.speed)
     counters = producer.Counters()
     sources, lowest = replay.open_sources([Path(p) for p in args.source], counters,
                                           settings.watermark_seconds * 1000)
     stop = _stop_flag()
-    bootstrap, sink = _sink(settings)
-    published = replay.already_published(bootstrap, settings.topic, lowest)
     progress = producer.Progress(counters)
-    try:
-        producer.publish(producer.merge_by_time(sources), sink, Sequencer(published=published),
-                         counters, pacer=pacer, progress=progress, stop=stop)
-    finally:
-        sink.close()
+    replay.publish_items(settings, producer.merge_by_time(sources), lowest, counters, speed=speed, stop=stop,
+                         progress=progress)
     elapsed = progress.done()
     print(f"replay: {counters.summary()} in {elapsed:.1f}s ({counters.published / max(elapsed, 1e-9):,.0f} trades/s)")
     return 0 if not stop() else 130
@@ -299,54 +284,22 @@ def _report(args: argparse.Namespace, settings: Settings) -> int:
     return _show(settings, args.symbol, args.minutes, args.out_dir)
 
 
+def _status(args: argparse.Namespace, settings: Settings) -> int:
+    import json
+
+    from pipeline import status
+
+    report = status.gather(settings)
+    print(json.dumps(report, indent=2, default=str) if args.json else status.render(report))
+    return 0 if report.get("ok") else 1
+
+
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
-    import dataclasses
-    import time
     from pathlib import Path
 
-    from pipeline.services import stack
+    from pipeline import demo
 
-    fixtures = Path(__file__).resolve().parents[1] / "fixtures" / "cassettes"
-    sources = sorted(fixtures.glob("*.yaml"))
-    if not sources:
-        raise ConfigError(f"no bundled cassettes in {fixtures}: run the demo from a clone of the repository")
-    started = time.monotonic()
-
-    def step(text: str) -> None:
-        print(f"[{time.monotonic() - started:5.1f}s] {text}", file=sys.stderr, flush=True)
-
-    step("1/4 starting Kafka and MySQL (first run downloads Kafka from Maven Central)")
-    if stack.external(settings) is None:
-        from pipeline.services import provision
-
-        provision.ensure(step)  # a fresh Debian machine lacks the MySQL server (and maybe Java or Maven)
-    conns, _ = stack.up(settings, os.environ)
-    demo = dataclasses.replace(settings.with_connections(conns.kafka_bootstrap, conns.mysql_url,
-                                                         conns.mysql_admin_url, conns.mysql_read_url),
-                               topic="demo.aggtrades",
-                               # its own checkpoint, beside the stack's data: never the user's job's
-                               checkpoint_dir=stack.checkpoint_dir(dataclasses.replace(settings, checkpoint_dir=None),
-                                                                   "demo-checkpoint"))
-    step(f"    kafka {conns.kafka_bootstrap}, mysql {conns.mysql_url}")
-    step(f"2/4 replaying {len(sources)} recorded Binance cassette(s) into Kafka at {args.speed}")
-    replay_args = argparse.Namespace(source=[str(s) for s in sources], speed=args.speed)
-    _replay(replay_args, demo)
-    step("3/4 running the Spark job until the topic is drained (Spark takes ~15 s to start)")
-    _process(argparse.Namespace(until_idle=True, trigger_seconds=1.0), demo)
-    step("4/4 the result")
-    code = _show(demo, None, None, args.out_dir)
-    reader = conns.mysql_read_url or conns.mysql_url
-    print(f"""
-Look at the rows yourself:
-  eval "$(pipeline stack env)"
-  pipeline report --symbol BTCUSDT --minutes 10
-  mariadb -h {reader.host} -P {reader.port} -u {reader.user} -p {reader.database}
-  (a read-only account; its password is in `pipeline stack env`, PIPELINE_MYSQL_READ_URL), then:
-  SELECT * FROM moving_averages ORDER BY start_time DESC;
-Stop everything with:
-  pipeline stack down""")
-    step("done")
-    return code
+    return demo.run(settings, args.speed, Path(args.out_dir))
 
 
 def _bench(args: argparse.Namespace, settings: Settings) -> int:
@@ -421,8 +374,15 @@ def build_parser() -> argparse.ArgumentParser:
     p_report.add_argument("--out-dir", default="out", help="where the PNG and HTML go (default: ./out)")
     p_report.set_defaults(func=_report)
 
-    p_demo = sub.add_parser("demo", help="start the stack, replay the bundled fixtures, process, show the result")
-    p_demo.add_argument("--speed", default="120x", help="replay pace (default 120x: 20 recorded minutes in 10 s)")
+    p_status = sub.add_parser("status", help="is the pipeline healthy: services, the job's lag per partition, its "
+                              "last batch, windows, late and quarantined trades, producers' coverage")
+    p_status.add_argument("--json", action="store_true", help="the same as JSON, for scripts")
+    p_status.set_defaults(func=_status)
+
+    p_demo = sub.add_parser("demo", help="start the stack; replay the bundled recording into the running Spark "
+                            "job and watch minutes form live; show the result")
+    p_demo.add_argument("--speed", default="10x", help="replay pace (default 10x: the 21 recorded minutes in about "
+                        "two minutes; max: as fast as possible)")
     p_demo.add_argument("--out-dir", default="out", help="where the PNG and HTML go (default: ./out)")
     p_demo.set_defaults(func=_demo)
 

@@ -9,7 +9,7 @@ recording, and the recording's end ends the source. An archive source ends with 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -19,10 +19,11 @@ from pipeline.adapters import cassettes, kafka_io
 from pipeline.adapters.archives import Archive
 from pipeline.adapters.binance import BinanceClient, make_session
 from pipeline.core.messages import Heartbeat
-from pipeline.core.trades import Trade
+from pipeline.core.trades import Sequencer, Trade
 from pipeline.errors import InputError
 from pipeline.poller import VirtualClock, poll, start_states
-from pipeline.producer import Counters, Item, time_order
+from pipeline.producer import Counters, Item, Pacer, Progress, publish, time_order
+from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -135,3 +136,18 @@ def already_published(bootstrap: str, topic: str, lowest: dict[str, int]) -> dic
     newest = kafka_io.last_agg_ids(bootstrap, topic, lowest)
     overlapping = [symbol for symbol, low in lowest.items() if symbol in newest and low <= newest[symbol]]
     return kafka_io.published_ranges(bootstrap, topic, overlapping) if overlapping else {}
+
+
+def publish_items(settings: Settings, items: Iterable[Item], lowest: dict[str, int], counters: Counters, *,
+                  speed: float | None, stop: Callable[[], bool], progress: Progress | None = None) -> None:
+    """Publish what ``open_sources`` validated to the settings' topic, at ``speed`` (None: as fast as Kafka takes
+    it), skipping what the topic already holds."""
+    from pipeline import compose
+
+    bootstrap, sink = compose.trade_sink(settings)
+    try:
+        published = already_published(bootstrap, settings.topic, lowest)
+        publish(items, sink, Sequencer(published=published), counters, pacer=Pacer(speed), progress=progress,
+                stop=stop)
+    finally:
+        sink.close()

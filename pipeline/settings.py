@@ -392,6 +392,27 @@ class Settings:
             mysql_read_url=self.mysql_read_url or mysql_read_url,
         )
 
+    def environment(self) -> dict[str, str]:
+        """The ``PIPELINE_*`` variables that rebuild exactly these settings (``from_mapping``) in a child process.
+
+        Passwords are included: for a child's environment only, never for output."""
+        env = {"PIPELINE_SYMBOLS": ",".join(self.symbols), "PIPELINE_TOPIC": self.topic,
+               "PIPELINE_TOPIC_PARTITIONS": str(self.topic_partitions),
+               "PIPELINE_WATERMARK_SECONDS": str(self.watermark_seconds), "PIPELINE_STATE_DIR": str(self.state_dir),
+               "PIPELINE_CACHE_DIR": str(self.cache_dir)}
+        optional = {"PIPELINE_KAFKA_BOOTSTRAP": self.kafka_bootstrap, "PIPELINE_CHECKPOINT_DIR": self.checkpoint_dir,
+                    "PIPELINE_MYSQL_URL": self.mysql_url, "PIPELINE_MYSQL_ADMIN_URL": self.mysql_admin_url,
+                    "PIPELINE_MYSQL_READ_URL": self.mysql_read_url}
+        for name, value in optional.items():
+            if value is not None:
+                env[name] = value.render() if isinstance(value, MysqlUrl) else str(value)
+        for field in dataclasses.fields(KafkaSecurity):
+            value = getattr(self.kafka_security, field.name)
+            if value is not None:
+                env[f"PIPELINE_KAFKA_{field.name.upper()}"] = (
+                    ("true" if value else "false") if isinstance(value, bool) else str(value))
+        return env
+
     def read_url(self) -> MysqlUrl | None:
         """The read-only account's URL: PIPELINE_MYSQL_READ_URL, or else the writer's."""
         return self.mysql_read_url or self.mysql_url

@@ -67,6 +67,23 @@ def ensure_topic(bootstrap: str, topic: str, partitions: int = DEFAULT_PARTITION
         admin.close()
 
 
+def end_offsets(bootstrap: str, topic: str, options: Options = None) -> dict[int, int]:
+    """Per partition of ``topic``, the offset the next message will get (empty if there is no such topic)."""
+    try:
+        consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, request_timeout_ms=15_000,
+                                 **client_options(options))
+    except KafkaError as exc:
+        raise _unreachable(bootstrap, exc) from exc
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        return {tp.partition: int(offset) for tp, offset in consumer.end_offsets(tps).items()} if tps else {}
+    except KafkaError as exc:
+        raise _unreachable(bootstrap, exc) from exc
+    finally:
+        consumer.close()
+
+
 class TradeSink:
     """Publishes trades keyed by symbol (so each symbol stays in order on one partition) and heartbeats."""
 

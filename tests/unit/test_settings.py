@@ -218,3 +218,17 @@ def test_a_checkpoint_url_keeps_its_double_slash() -> None:
     assert checkpoint_location(remote, "stream") == "hdfs://nn:8020/pipeline/ckpt/stream"  # type: ignore[arg-type]
     local = Settings.from_mapping({"PIPELINE_CHECKPOINT_DIR": "/var/lib/pipeline/ckpt"}).checkpoint_dir
     assert isinstance(local, Path) and checkpoint_location(local, "stream") == "/var/lib/pipeline/ckpt/stream"
+
+
+def test_environment_rebuilds_the_same_settings(tmp_path: Path) -> None:
+    env = {"PIPELINE_KAFKA_BOOTSTRAP": "k1:9092,k2:9092", "PIPELINE_MYSQL_URL": "mysql://w:p%40ss@db:3307/prod",
+           "PIPELINE_MYSQL_ADMIN_URL": "mysql://a:x@db:3307/prod?ssl-mode=REQUIRED",
+           "PIPELINE_MYSQL_READ_URL": "mysql://r:y@db:3307/prod", "PIPELINE_SYMBOLS": "BTCUSDT,SOLUSDT",
+           "PIPELINE_TOPIC": "t.x", "PIPELINE_TOPIC_PARTITIONS": "5", "PIPELINE_CHECKPOINT_DIR": "hdfs://nn/ck",
+           "PIPELINE_WATERMARK_SECONDS": "7", "PIPELINE_STATE_DIR": str(tmp_path / "s"),
+           "PIPELINE_CACHE_DIR": str(tmp_path / "c"), "PIPELINE_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+           "PIPELINE_KAFKA_SASL_MECHANISM": "PLAIN", "PIPELINE_KAFKA_SASL_PLAIN_USERNAME": "u",
+           "PIPELINE_KAFKA_SASL_PLAIN_PASSWORD": "p w"}
+    settings = Settings.from_mapping(env)
+    assert Settings.from_mapping(settings.environment()) == settings
+    assert Settings.from_mapping(Settings.from_mapping({}).environment()) == Settings.from_mapping({})

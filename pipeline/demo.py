@@ -1,0 +1,326 @@
+"""``pipeline demo``: the bundled recording replayed at a pace into a running Spark job, watched live.
+
+    local stack up -> fresh demo database, topic, checkpoint -> `pipeline process` (a child) -> replay (a thread)
+    -> live view: per symbol the minute forming and the minutes turned final -> all final -> stop -> table + chart
+
+The demo only ever uses the local stack, and in it only its own database (``pipeline_demo``), topic
+(``demo.aggtrades``) and checkpoint, all three emptied at the start of every run: it shows exactly its own rows,
+whatever earlier runs left behind and whatever ``PIPELINE_KAFKA_BOOTSTRAP`` / ``PIPELINE_MYSQL_URL`` point at.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pipeline.core.trades import Trade, invalid_reason
+from pipeline.errors import ConfigError, ServiceError
+from pipeline.settings import DEFAULT_SYMBOLS, KafkaSecurity, Settings
+
+DATABASE = "pipeline_demo"
+TOPIC = "demo.aggtrades"
+DEFAULT_SPEED = "10x"  # the 21 recorded minutes in about two minutes
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "cassettes"
+_CONNECTION_VARIABLES = ("PIPELINE_KAFKA_", "PIPELINE_MYSQL_", "PIPELINE_TOPIC", "PIPELINE_CHECKPOINT_DIR",
+                         "PIPELINE_SYMBOLS")
+
+
+def bundled_cassettes() -> list[Path]:
+    sources = sorted(FIXTURES.glob("*.yaml"))
+    if not sources:
+        raise ConfigError(f"no bundled cassettes in {FIXTURES}: run the demo from a clone of the repository")
+    return sources
+
+
+@dataclasses.dataclass
+class Watch:
+    """What the live view shows besides the rows: replay progress and the job's state."""
+
+    total_trades: int
+    first_ms: int
+    last_ms: int
+    started: float = dataclasses.field(default_factory=time.monotonic)
+    sent_ms: int | None = None  # event time of the newest item handed to Kafka
+    replay_done: bool = False
+    replay_error: str | None = None
+    first_rows_s: float | None = None
+
+    def tap(self, items: Iterable[Any]) -> Iterator[Any]:
+        for item in items:
+            yield item
+            self.sent_ms = getattr(item, "event_time_ms", None) or getattr(item, "complete_before_ms", self.sent_ms)
+
+
+def _hhmm(ms: int | None) -> str:
+    return "--:--:--" if ms is None else datetime.fromtimestamp(ms / 1000, UTC).strftime("%H:%M:%S")
+
+
+def view(rows: Sequence[Mapping[str, Any]], watch: Watch, published: int, job_state: str) -> Any:
+    """The live screen: one line per symbol (the minute forming: last price, trades, VWAP; minutes final) under
+    a progress line. Pure: rows and counters in, a rich renderable out."""
+    from rich.console import Group
+    from rich.progress_bar import ProgressBar
+    from rich.table import Table
+    from rich.text import Text
+
+    elapsed = time.monotonic() - watch.started
+    span = max(watch.last_ms - watch.first_ms, 1)
+    done = 0.0 if watch.sent_ms is None else min(max((watch.sent_ms - watch.first_ms) / span, 0.0), 1.0)
+    head = Text.assemble(
+        ("pipeline demo ", "bold"), f"{elapsed:5.1f}s   replay at event time {_hhmm(watch.sent_ms)} UTC ",
+        f"({published:,} of {watch.total_trades:,} trades in Kafka)   job: ", (job_state, "cyan"))
+    table = Table(show_edge=False, header_style="bold", pad_edge=False)
+    for column, justify in (("symbol", "left"), ("minute forming", "left"), ("last price", "right"),
+                            ("trades", "right"), ("VWAP", "right"), ("minutes final", "right"),
+                            ("newest final", "left")):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    symbols = sorted({r["symbol"] for r in rows})
+    for symbol in symbols:
+        mine = [r for r in rows if r["symbol"] == symbol]
+        open_rows = [r for r in mine if not r["is_final"]]
+        final_rows = [r for r in mine if r["is_final"]]
+        forming = max(open_rows, key=lambda r: r["start_time"]) if open_rows else None
+        newest_final = max(final_rows, key=lambda r: r["start_time"]) if final_rows else None
+        places = 2 if mine[-1]["close_price"] >= 100 else 4
+        table.add_row(
+            symbol,
+            forming["start_time"].strftime("%H:%M") + " (open)" if forming else "-",
+            f"{forming['close_price']:,.{places}f}" if forming else "-",
+            f"{forming['trade_count']:,}" if forming else "-",
+            f"{forming['vwap']:,.{places + 2}f}" if forming else "-",
+            f"{len(final_rows)}",
+            newest_final["start_time"].strftime("%H:%M") + " final" if newest_final else "-",
+        )
+    if not symbols:
+        table.add_row("(no rows yet: the Spark job is starting)", "", "", "", "", "", "")
+    return Group(head, ProgressBar(total=1.0, completed=done, width=60), table)
+
+
+class Demo:
+    """One run: its settings (the local stack's services, the demo's names), its child job and replay thread."""
+
+    def __init__(self, settings: Settings, speed: str, out_dir: Path,
+                 step: Callable[[str], None] | None = None) -> None:
+        from pipeline import producer
+
+        self.speed = producer.parse_speed(speed)
+        self.speed_text = speed
+        self.out_dir = out_dir
+        self.base = settings
+        self.step = step or (lambda text: print(text, file=sys.stderr, flush=True))
+        self.stop = threading.Event()
+        self.job: subprocess.Popen[bytes] | None = None
+        self.settings: Settings | None = None
+
+    # ------------------------------------------------------------------------------------------------ set-up
+
+    def start_stack(self) -> Settings:
+        """The local stack (started if needed), never the services the environment points at."""
+        from pipeline.services import provision, stack
+
+        if stack.external(self.base) is not None:
+            self.step("    PIPELINE_KAFKA_BOOTSTRAP / PIPELINE_MYSQL_URL are set: the demo leaves those services "
+                      "alone and uses the local stack")
+        local = dataclasses.replace(self.base, kafka_bootstrap=None, mysql_url=None, mysql_admin_url=None,
+                                    mysql_read_url=None, kafka_security=KafkaSecurity(), checkpoint_dir=None)
+        provision.ensure(self.step)  # a fresh Debian machine lacks the MySQL server (and maybe Java or Maven)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(_CONNECTION_VARIABLES)}
+        conns, _ = stack.up(local, env)
+        if conns.mysql_admin_url is None:
+            raise ServiceError("the local stack has no schema-owner account; recreate it with `pipeline stack down` "
+                               "and `pipeline stack up`")
+        reader = conns.mysql_read_url or conns.mysql_url
+        self.settings = dataclasses.replace(
+            local, symbols=DEFAULT_SYMBOLS, topic=TOPIC, kafka_bootstrap=conns.kafka_bootstrap,
+            mysql_url=conns.mysql_url.with_database(DATABASE),
+            mysql_admin_url=conns.mysql_admin_url.with_database(DATABASE),
+            mysql_read_url=reader.with_database(DATABASE),
+            checkpoint_dir=stack.checkpoint_dir(local, "demo-checkpoint"))
+        self.step(f"    kafka {conns.kafka_bootstrap}, mysql {self.settings.mysql_url}")
+        return self.settings
+
+    def reset(self) -> None:
+        """Empty the demo's database, topic and checkpoint: each run starts from nothing."""
+        import pymysql
+        from kafka.admin import KafkaAdminClient
+        from kafka.errors import KafkaError, UnknownTopicOrPartitionError
+
+        from pipeline.adapters import kafka_io, mysql_store
+
+        demo = self._settings()
+        assert demo.mysql_admin_url is not None and demo.kafka_bootstrap is not None
+        try:
+            with pymysql.connect(**demo.mysql_admin_url.connect_arguments(database=False), autocommit=True) as conn, \
+                    conn.cursor() as cur:
+                cur.execute(f"DROP DATABASE IF EXISTS `{DATABASE}`")
+                cur.execute(f"CREATE DATABASE `{DATABASE}`")
+        except pymysql.err.MySQLError as exc:
+            raise ServiceError(f"demo: could not recreate database {DATABASE}: {exc.args[-1]}") from exc
+        mysql_store.migrate_schema(demo.mysql_admin_url, "the local stack's schema owner")
+        admin = KafkaAdminClient(bootstrap_servers=demo.kafka_bootstrap, request_timeout_ms=30_000)
+        try:
+            if TOPIC in set(admin.list_topics()):
+                admin.delete_topics([TOPIC], timeout_ms=30_000)
+                deadline = time.monotonic() + 30
+                while TOPIC in set(admin.list_topics()) and time.monotonic() < deadline:
+                    time.sleep(0.2)
+        except UnknownTopicOrPartitionError:
+            pass
+        except KafkaError as exc:
+            raise ServiceError(f"demo: could not delete topic {TOPIC}: {exc}") from exc
+        finally:
+            admin.close()
+        kafka_io.ensure_topic(demo.kafka_bootstrap, TOPIC, demo.topic_partitions)
+        if isinstance(demo.checkpoint_dir, Path):
+            shutil.rmtree(demo.checkpoint_dir, ignore_errors=True)
+
+    def _settings(self) -> Settings:
+        if self.settings is None:
+            raise RuntimeError("start_stack first")
+        return self.settings
+
+    # ------------------------------------------------------------------------------------------------ running
+
+    def start_job(self) -> Path:
+        """``pipeline process`` as a child process on the demo's settings; its log goes to a file."""
+        demo = self._settings()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(_CONNECTION_VARIABLES)}
+        env.update(demo.environment())
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        log = self.out_dir / "demo-processor.log"
+        with open(log, "wb") as out:
+            self.job = subprocess.Popen([sys.executable, "-m", "pipeline", "process", "--trigger-seconds", "0.5"],
+                                        env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        start_new_session=True)  # Ctrl-C reaches the demo, which stops it
+        return log
+
+    def start_replay(self, items: list[Any], lowest: dict[str, int], watch: Watch, counters: Any) -> threading.Thread:
+        from pipeline import replay
+
+        def run() -> None:
+            try:
+                replay.publish_items(self._settings(), watch.tap(items), lowest, counters, speed=self.speed,
+                                     stop=self.stop.is_set)
+            except Exception as exc:  # noqa: BLE001 - shown on the screen and ends the demo with an error
+                watch.replay_error = f"{type(exc).__name__}: {exc}"
+            finally:
+                watch.replay_done = True
+
+        thread = threading.Thread(target=run, name="demo-replay", daemon=True)
+        thread.start()
+        return thread
+
+    def stop_job(self) -> None:
+        if self.job is None or self.job.poll() is not None:
+            return
+        self.job.send_signal(signal.SIGTERM)  # the job finishes its batch and exits
+        try:
+            self.job.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.job.pid, signal.SIGKILL)
+            self.job.wait()
+
+
+def run(settings: Settings, speed: str, out_dir: Path) -> int:
+    """The whole demo; Ctrl-C stops everything it started and exits 0."""
+    from rich.console import Console
+    from rich.live import Live
+
+    from pipeline import producer, replay, report
+    from pipeline.adapters import mysql_store
+
+    console = Console(stderr=True)
+    started = time.monotonic()
+
+    def step(text: str) -> None:
+        print(f"[{time.monotonic() - started:5.1f}s] {text}", file=sys.stderr, flush=True)
+
+    sources = bundled_cassettes()
+    demo = Demo(settings, speed, out_dir, step)
+    step("1/4 starting Kafka and MySQL (first run downloads Kafka from Maven Central)")
+    mine = demo.start_stack()
+    demo.reset()
+    counters = producer.Counters()
+    opened, lowest = replay.open_sources(sources, counters, mine.watermark_seconds * 1000)
+    items = list(producer.merge_by_time(opened))
+    trades = [i for i in items if isinstance(i, Trade) and invalid_reason(i) is None]
+    times = [t.event_time_ms for t in trades]
+    watch = Watch(total_trades=len(trades), first_ms=min(times), last_ms=max(times), started=started)
+    step(f"2/4 the Spark job starts (about 15 s) while {len(trades):,} recorded trades of "
+         f"{len({i.symbol for i in items})} symbols ({_hhmm(watch.first_ms)} to {_hhmm(watch.last_ms)} UTC) "
+         f"replay at {speed}")
+    log = demo.start_job()
+    thread = demo.start_replay(items, lowest, watch, counters)
+    reader = mine.read_url()
+    assert reader is not None
+    rows: list[dict[str, Any]] = []
+    interrupted = False
+    last_line = 0.0
+    try:
+        # On a terminal the live view; elsewhere (a log, CI) a progress line every 10 s.
+        live_view = Live(view(rows, watch, 0, "starting"), console=console, refresh_per_second=4)
+        with live_view if console.is_terminal else contextlib.nullcontext() as live:
+            while True:
+                time.sleep(0.5)
+                try:
+                    rows = mysql_store.read_windows(reader)
+                except Exception:  # noqa: BLE001 - the job creates nothing; the schema exists: a hiccup, retry
+                    pass
+                if rows and watch.first_rows_s is None:
+                    watch.first_rows_s = time.monotonic() - started
+                job_alive = demo.job is not None and demo.job.poll() is None
+                state = ("running" if rows else "starting") if job_alive else "stopped"
+                if live is not None:
+                    live.update(view(rows, watch, counters.published, state))
+                if not console.is_terminal and time.monotonic() - last_line > 10:
+                    last_line = time.monotonic()
+                    final = sum(1 for r in rows if r["is_final"])
+                    step(f"    replay at {_hhmm(watch.sent_ms)} UTC, {counters.published:,} trades in Kafka, "
+                         f"{len(rows)} windows in MySQL, {final} final")
+                if watch.replay_error or not job_alive:
+                    break
+                if watch.replay_done and rows and all(r["is_final"] for r in rows):
+                    break
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        demo.stop.set()
+        if interrupted:
+            step("interrupted: stopping the replay and the Spark job")
+        demo.stop_job()
+        thread.join(timeout=30)
+    if interrupted:
+        step("stopped; the local stack keeps running (`pipeline stack down` stops it)")
+        return 0
+    if watch.replay_error:
+        raise ServiceError(f"demo: the replay failed: {watch.replay_error}")
+    if demo.job is not None and demo.job.returncode not in (0, None) and not (rows and all(r["is_final"]
+                                                                                          for r in rows)):
+        raise ServiceError(f"demo: the Spark job exited with {demo.job.returncode}; its log: {log}")
+    finished = time.monotonic() - started
+    step(f"3/4 every minute final: first live rows after {watch.first_rows_s or 0:.1f} s, all {len(rows)} windows "
+         f"final after {finished:.1f} s; the Spark job stopped")
+    step("4/4 the result")
+    print(report.table(rows))
+    png, page = report.write_charts(rows, out_dir)
+    print(f"\nchart: {png.resolve()}\npage:  {page.resolve()}")
+    print(f"""
+Look at the rows yourself (the demo's own database, {DATABASE}, emptied at each run):
+  mariadb -h {reader.host} -P {reader.port} -u {reader.user} -p {DATABASE}
+  (a read-only account; its password is in `pipeline stack env`, PIPELINE_MYSQL_READ_URL), then:
+  SELECT * FROM moving_averages ORDER BY start_time DESC;
+Stop everything with:
+  pipeline stack down""")
+    step("done")
+    return 0
