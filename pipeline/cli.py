@@ -20,6 +20,8 @@ from pipeline.errors import ConfigError, PipelineError
 from pipeline.settings import Settings
 
 if TYPE_CHECKING:  # adapters are imported where used: `pipeline --help` must not load Kafka or Spark
+    from datetime import datetime
+
     from pipeline.core.messages import ResumePoint
     from pipeline.services.stack import Connections
 
@@ -263,7 +265,21 @@ def _migrate(_args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _show(settings: Settings, symbol: str | None, minutes: int | None, out_dir: str) -> int:
+def _utc_time(raw: str | None, option: str) -> datetime | None:
+    """An ISO time (``2026-01-01T12:00``, ``2026-01-01 12:00Z``, a date) as a naive UTC datetime, like the table's."""
+    from datetime import UTC, datetime
+
+    if raw is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ConfigError(f"{option} must be an ISO time like 2026-01-01T12:00 (UTC), got {raw!r}") from exc
+    return parsed.astimezone(UTC).replace(tzinfo=None) if parsed.tzinfo else parsed
+
+
+def _show(settings: Settings, symbol: str | None, minutes: int | None, out_dir: str,
+          since: datetime | None = None, until: datetime | None = None) -> int:
     from pathlib import Path
 
     from pipeline import report
@@ -271,7 +287,8 @@ def _show(settings: Settings, symbol: str | None, minutes: int | None, out_dir: 
     from pipeline.services import stack
 
     # The read-only account (PIPELINE_MYSQL_READ_URL, else the writer's): a report never needs to write.
-    rows = report.select(mysql_store.read_windows(stack.mysql_read_url(settings)), symbol, minutes)
+    rows = report.select(mysql_store.read_windows(stack.mysql_read_url(settings), symbol), symbol, minutes,
+                         since, until)
     print(report.table(rows))
     if not rows:
         return 1
@@ -281,7 +298,12 @@ def _show(settings: Settings, symbol: str | None, minutes: int | None, out_dir: 
 
 
 def _report(args: argparse.Namespace, settings: Settings) -> int:
-    return _show(settings, args.symbol, args.minutes, args.out_dir)
+    since, until = _utc_time(args.since, "--since"), _utc_time(args.until, "--until")
+    if since and until and since >= until:
+        raise ConfigError("--since must be before --until")
+    if args.minutes is not None and args.minutes < 1:
+        raise ConfigError("--minutes must be at least 1")
+    return _show(settings, args.symbol, args.minutes, args.out_dir, since, until)
 
 
 def _status(args: argparse.Namespace, settings: Settings) -> int:
@@ -370,7 +392,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p_report = sub.add_parser("report", help="table and chart of what is in moving_averages")
     p_report.add_argument("--symbol", type=str.upper)
-    p_report.add_argument("--minutes", type=int, help="only each symbol's latest N minutes")
+    p_report.add_argument("--since", help="first minute shown, ISO UTC (e.g. 2026-01-01T12:00); with neither "
+                          "--since nor --until: the newest stretch of data (after the last gap of over an hour)")
+    p_report.add_argument("--until", help="end of the range shown (exclusive), ISO UTC")
+    p_report.add_argument("--minutes", type=int, help="only each symbol's latest N minutes (of the range)")
     p_report.add_argument("--out-dir", default="out", help="where the PNG and HTML go (default: ./out)")
     p_report.set_defaults(func=_report)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -23,39 +24,91 @@ ROOT = Path(__file__).resolve().parents[2]
 FIVE = {"BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "ADAUSDT"}
 
 
-def test_demo_on_a_fresh_state_dir_then_report_then_down(tmp_path: Path) -> None:
+def test_demo_shows_exactly_its_own_rows_leaves_other_services_alone_and_stops_on_ctrl_c(
+        tmp_path: Path, settings_for: Settings) -> None:
+    """A fresh state dir (its own local stack), with the environment pointing at other services, as a production
+    shell would: the demo writes none of that, shows exactly the recording's rows, starts from nothing on a
+    second run whatever the first left, and Ctrl-C stops what it started and exits 0."""
+    from tests.integration.test_ingestion import CASSETTE, cassette_trades
+    from tests.kafka_helpers import read_all
+
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")}
     env.update(PIPELINE_STATE_DIR=str(tmp_path / "state"), PIPELINE_STACK_BACKEND="processes")
+    elsewhere = env_for(settings_for, PIPELINE_STATE_DIR=str(tmp_path / "state"), PIPELINE_STACK_BACKEND="processes")
+    other = settings_for.mysql_url
+    assert other is not None
     try:
-        demo = subprocess.run([sys.executable, "-m", "pipeline", "demo", "--out-dir", str(tmp_path / "out")],
-                              env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path)
-        assert demo.returncode == 0, demo.stderr[-3000:]
-        for step in ("1/4", "2/4", "3/4", "4/4", "done"):
-            assert step in demo.stderr
-        assert "pipeline stack down" in demo.stdout
-        png, page = tmp_path / "out" / "moving_averages.png", tmp_path / "out" / "moving_averages.html"
-        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 50_000
-        assert "data:image/png;base64," in page.read_text() and "BTCUSDT" in page.read_text()
+        for run_no in (1, 2):
+            out = tmp_path / f"out{run_no}"
+            demo = subprocess.run([sys.executable, "-m", "pipeline", "demo", "--speed", "60x", "--out-dir", str(out)],
+                                  env=elsewhere, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+            assert demo.returncode == 0, demo.stderr[-3000:]
+            for step in ("1/4", "2/4", "3/4", "4/4", "done", "first live rows after"):
+                assert step in demo.stderr
+            assert "uses the local stack" in demo.stderr and "pipeline stack down" in demo.stdout
+            png, page = out / "moving_averages.png", out / "moving_averages.html"
+            assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 50_000
+            assert "data:image/png;base64," in page.read_text()
+            assert all(symbol in page.read_text() for symbol in FIVE)
 
-        url = MysqlUrl.parse(subprocess.run([sys.executable, "-m", "pipeline", "stack", "env"], env=env,
-                                            capture_output=True, text=True, check=True).stdout
-                             .split("PIPELINE_MYSQL_URL=")[1].split()[0].strip("'"))
-        rows = mysql_store.read_windows(url)
-        assert {r["symbol"] for r in rows} == FIVE
-        assert all(r["is_final"] for r in rows)
+            stack_env = subprocess.run([sys.executable, "-m", "pipeline", "stack", "env"], env=env,
+                                       capture_output=True, text=True, check=True).stdout
+            admin = MysqlUrl.parse(stack_env.split("PIPELINE_MYSQL_ADMIN_URL=")[1].split()[0].strip("'"))
+            demo_db = admin.with_database("pipeline_demo")
+            assert_rows_match(demo_db, cassette_trades(CASSETTE))  # every row exact and final, nothing else
+            if run_no == 1:  # what a first run (or anything else) leaves behind must not show in the next
+                with mysql_store.transaction(demo_db) as cur:
+                    cur.execute("INSERT INTO moving_averages (symbol, start_time, end_time, average_price, "
+                                "open_price, high_price, low_price, close_price, volume, quote_volume, vwap, "
+                                "trade_count, agg_trade_count, is_final, updated_at) VALUES ('BTCUSDT', "
+                                "'2025-06-01 00:00:00', '2025-06-01 00:01:00', 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, "
+                                "NOW())")
+        # The services the environment named saw nothing.
+        assert mysql_store.read_windows(other) == []
+        assert read_all(settings_for.kafka_bootstrap or "", settings_for.topic) == []
 
-        report = subprocess.run([sys.executable, "-m", "pipeline", "report", "--symbol", "BTCUSDT", "--minutes", "10",
-                                 "--out-dir", str(tmp_path / "report")], env=env, capture_output=True, text=True,
-                                timeout=120)
-        assert report.returncode == 0, report.stderr
-        table = [line for line in report.stdout.splitlines() if line.startswith("BTCUSDT")]
-        assert len(table) == 3  # the table shows each symbol's latest three of the ten selected
-        assert not [line for line in report.stdout.splitlines() if line.startswith("ETHUSDT")]
-        assert (tmp_path / "report" / "moving_averages.png").exists()
+        # Ctrl-C while minutes form: everything it started stops, exit 0.
+        errors = tmp_path / "demo3.err"
+        with open(errors, "w") as err:
+            demo = subprocess.Popen([sys.executable, "-m", "pipeline", "demo", "--speed", "2x", "--out-dir",
+                                     str(tmp_path / "out3")], env=env, stdout=subprocess.DEVNULL, stderr=err,
+                                    text=True, cwd=tmp_path)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and demo.poll() is None and (
+                "2/4" not in errors.read_text() or not mysql_store.read_windows(demo_db)):
+            time.sleep(0.5)  # its database was emptied and the job has written the first live rows
+        assert demo.poll() is None and mysql_store.read_windows(demo_db), errors.read_text()[-3000:]
+        demo.send_signal(signal.SIGINT)
+        demo.wait(timeout=120)
+        stderr = errors.read_text()
+        assert demo.returncode == 0, stderr[-3000:]
+        assert "interrupted" in stderr and "stopped" in stderr
+        assert not _processes("pipeline process --trigger-seconds 0.5"), "the demo's Spark job outlived it"
     finally:
         down = subprocess.run([sys.executable, "-m", "pipeline", "stack", "down"], env=env, capture_output=True,
                               text=True, timeout=120)
     assert down.returncode == 0
+
+
+def _processes(command: str) -> list[str]:
+    found = subprocess.run(["pgrep", "-af", command], capture_output=True, text=True).stdout
+    return [line for line in found.splitlines() if "pgrep" not in line]
+
+
+def test_report_after_the_demo_selects_a_symbol(settings_for: Settings) -> None:
+    from tests.integration.test_ingestion import CASSETTE
+
+    cli(settings_for, "replay", "--source", str(CASSETTE))
+    cli(settings_for, "process", "--until-idle")
+    env = env_for(settings_for)
+    out = Path(str(settings_for.checkpoint_dir)).parent / "report"
+    report = subprocess.run([sys.executable, "-m", "pipeline", "report", "--symbol", "BTCUSDT", "--minutes", "10",
+                             "--out-dir", str(out)], env=env, capture_output=True, text=True, timeout=120)
+    assert report.returncode == 0, report.stderr
+    table = [line for line in report.stdout.splitlines() if line.startswith("BTCUSDT")]
+    assert len(table) == 3  # the table shows each symbol's latest three of the ten selected
+    assert not [line for line in report.stdout.splitlines() if line.startswith("ETHUSDT")]
+    assert (out / "moving_averages.png").exists()
 
 
 def test_record_writes_a_cassette_that_replays(settings_for: Settings, tmp_path: Path) -> None:
