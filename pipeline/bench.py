@@ -212,6 +212,8 @@ class Services:
         """The environment of a ``pipeline`` child: this measurement's topic, database (every account) and
         checkpoint; everything else (cache, Kafka security, PIPELINE_SPARK_MASTER, ...) as the bench's own."""
         env = dict(os.environ)
+        if self.settings.spark_master:  # --spark-master
+            env["PIPELINE_SPARK_MASTER"] = self.settings.spark_master
         env.update(PIPELINE_KAFKA_BOOTSTRAP=self.bootstrap, PIPELINE_TOPIC=topic,
                    PIPELINE_CHECKPOINT_DIR=str(checkpoint),
                    PIPELINE_MYSQL_URL=self.writer.with_database(database).render(),
@@ -226,7 +228,7 @@ def connect_services(settings: Settings, progress: Progress) -> Services:
 
     if stack.external(settings) is None:
         progress("starting (or finding) the local stack: Kafka and MySQL")
-    conns, started = stack.up(settings, os.environ)
+    conns, started = stack.up(settings)
     if started:
         progress("local stack started; it stays up (stop it with `pipeline stack down`)")
     settings = settings.with_connections(conns.kafka_bootstrap, conns.mysql_url, conns.mysql_admin_url,
@@ -1006,8 +1008,9 @@ def run(options: Options, settings: Settings) -> dict[str, Any]:
         "version": 1, "started_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "command": "pipeline bench " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["bench"] else sys.argv[1:]),
         "quick": options.quick, "sizes": dataclasses.asdict(sizes), "parts": list(options.parts),
-        "machine": _machine(), "services": {"backend": services.backend, "kafka": services.bootstrap,
-                                            "mysql": f"{services.writer.host}:{services.writer.port}"},
+        "machine": _machine(settings.spark_master),
+        "services": {"backend": services.backend, "kafka": services.bootstrap,
+                     "mysql": f"{services.writer.host}:{services.writer.port}"},
         "figures": {},
     }
     figures: dict[str, Any] = report["figures"]
@@ -1099,7 +1102,7 @@ def _derive(f: dict[str, Any]) -> None:
         f["first_batch_s"] = f["freshness"]["first_batch_s"]
 
 
-def _machine() -> dict[str, Any]:
+def _machine(spark_master: str | None) -> dict[str, Any]:
     import importlib.metadata
 
     def version(package: str) -> str | None:
@@ -1125,7 +1128,7 @@ def _machine() -> dict[str, Any]:
     return {"cpus": os.cpu_count(), "memory_gib": round(memory_kib / 1024 / 1024, 1),
             "python": platform.python_version(), "pyspark": version("pyspark"),
             "kafka_python": version("kafka-python"), "git_commit": commit, "git_dirty": dirty,
-            "spark_master": os.environ.get("PIPELINE_SPARK_MASTER", "local[2]")}
+            "spark_master": spark_master or "local[2]"}
 
 
 # ---------------------------------------------------------------------------------------------------- targets
@@ -1272,12 +1275,12 @@ def main(options: Options, settings: Settings) -> int:
 
 def count_topic(topic: str, checkpoint: str) -> int:
     """Spark alone: the same connector and source options as the job, each batch only counted."""
+    from pipeline.compose import spark_session
     from pipeline.services import stack
     from pipeline.spark.job import MAX_OFFSETS_PER_TRIGGER
-    from pipeline.spark.session import spark_session
 
     settings = Settings.from_mapping(os.environ)
-    spark = spark_session(settings.cache_dir, app_name="pipeline-bench-count")
+    spark = spark_session(settings, app_name="pipeline-bench-count")
     counted: list[int] = []
     source = (spark.readStream.format("kafka")
               .option("kafka.bootstrap.servers", stack.kafka_bootstrap(settings))

@@ -31,7 +31,7 @@ def _stack(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.action == "up":
         print("starting Kafka and MySQL (first run downloads Kafka from Maven Central)...", file=sys.stderr)
-        conns, started = stack.up(settings, os.environ)
+        conns, started = stack.up(settings)
         if conns.backend == "external":
             print("PIPELINE_KAFKA_BOOTSTRAP and PIPELINE_MYSQL_URL are set: using those services, nothing started")
             return 0
@@ -236,18 +236,9 @@ def _record(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _process(args: argparse.Namespace, settings: Settings) -> int:
-    import dataclasses
-
-    from pipeline.services import stack
-    from pipeline.spark import job
-
-    bootstrap, url = stack.kafka_bootstrap(settings), stack.mysql_url(settings)
-    # The schema owner migrates an outdated schema on start, if known; else the writer tries (ensure_schema).
-    settings = dataclasses.replace(settings, mysql_admin_url=stack.mysql_admin_url(settings))
-    checkpoint = stack.checkpoint_dir(settings)
-    print(f"process: {settings.topic} at {bootstrap} -> {url} (checkpoint {checkpoint})", file=sys.stderr)
-    summary = job.run(settings, bootstrap, url, checkpoint, until_idle=args.until_idle,
-                      trigger_seconds=args.trigger_seconds)
+    if args.trigger_seconds <= 0:
+        raise ConfigError(f"--trigger-seconds must be positive, got {args.trigger_seconds}")
+    summary = compose.process(settings, until_idle=args.until_idle, trigger_seconds=args.trigger_seconds)
     print(f"process: {summary.line()}")
     return 0
 
@@ -337,11 +328,8 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
     sizes = dataclasses.replace(base, **{k: v for k, v in (
         ("trades", args.trades), ("live_seconds", args.live_seconds), ("ledger_seconds", args.ledger_seconds),
         ("ledger_rows", args.ledger_rows), ("rate", args.rate)) if v is not None})
-    if args.spark_master:  # the processor runs and Spark's raw count both read it, as any `pipeline process` does
-        if not args.spark_master.startswith(("local", "spark://", "yarn", "k8s://")):
-            raise ConfigError(f"--spark-master must be local[N], spark://HOST:PORT, yarn or k8s://..., "
-                              f"got {args.spark_master!r}")
-        os.environ["PIPELINE_SPARK_MASTER"] = args.spark_master
+    if args.spark_master:  # the processor runs and Spark's raw count are children: they read it from there
+        settings = Settings.from_mapping({**settings.environment(), "PIPELINE_SPARK_MASTER": args.spark_master})
     return bench.main(bench.Options(sizes, args.quick, parts, Path(args.out) if args.out else None,
                                     args.partitions or settings.topic_partitions), settings)
 

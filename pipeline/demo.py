@@ -135,8 +135,7 @@ class Demo:
         local = dataclasses.replace(self.base, kafka_bootstrap=None, mysql_url=None, mysql_admin_url=None,
                                     mysql_read_url=None, kafka_security=KafkaSecurity(), checkpoint_dir=None)
         provision.ensure(self.step)  # a fresh Debian machine lacks the MySQL server (and maybe Java or Maven)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(_CONNECTION_VARIABLES)}
-        conns, _ = stack.up(local, env)
+        conns, _ = stack.up(local)
         if conns.mysql_admin_url is None:
             raise ServiceError("the local stack has no schema-owner account; recreate it with `pipeline stack down` "
                                "and `pipeline stack up`")

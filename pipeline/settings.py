@@ -17,6 +17,9 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from pipeline.errors import ConfigError
 
+SPARK_MASTERS = ("local", "spark://", "yarn", "k8s://")
+SPARK_LOG_LEVELS = ("ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF", "TRACE")
+STACK_BACKENDS = ("processes", "containers")
 DEFAULT_SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "ADAUSDT")
 _SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,20}$")
 _DB_NAME_RE = re.compile(r"^[A-Za-z0-9_]{1,64}$")
@@ -336,6 +339,11 @@ class Settings:
     mysql_admin_url: MysqlUrl | None = None
     mysql_read_url: MysqlUrl | None = None  # PIPELINE_MYSQL_READ_URL: read-only (None: the writer's URL)
     kafka_security: KafkaSecurity = KafkaSecurity()  # PIPELINE_KAFKA_SECURITY_PROTOCOL, ..._SASL_*, ..._SSL_*
+    # PIPELINE_SPARK_MASTER: where the job runs when not started by spark-submit (None: local[2])
+    spark_master: str | None = None
+    spark_driver_memory: str = "1g"  # PIPELINE_SPARK_DRIVER_MEMORY (when the job starts its own JVM)
+    spark_log_level: str = "WARN"  # PIPELINE_SPARK_LOG_LEVEL
+    stack_backend: str | None = None  # PIPELINE_STACK_BACKEND: processes or containers (None: containers if Docker)
 
     @classmethod
     def from_mapping(cls, env: Mapping[str, str]) -> Settings:
@@ -362,6 +370,20 @@ class Settings:
                               f"got {partitions_raw!r}")
         if not re.match(r"^[A-Za-z0-9._-]{1,249}$", topic):
             raise ConfigError(f"PIPELINE_TOPIC: {topic!r} is not a valid Kafka topic name")
+        spark_master = get("PIPELINE_SPARK_MASTER")
+        if spark_master and not spark_master.startswith(SPARK_MASTERS):
+            raise ConfigError(f"PIPELINE_SPARK_MASTER must be local[N], spark://HOST:PORT, yarn or k8s://..., "
+                              f"got {spark_master!r}")
+        driver_memory = get("PIPELINE_SPARK_DRIVER_MEMORY") or cls.spark_driver_memory
+        if not re.fullmatch(r"[0-9]{1,6}[kKmMgGtT]?", driver_memory):
+            raise ConfigError(f"PIPELINE_SPARK_DRIVER_MEMORY must look like 1g or 512m, got {driver_memory!r}")
+        log_level = (get("PIPELINE_SPARK_LOG_LEVEL") or cls.spark_log_level).upper()
+        if log_level not in SPARK_LOG_LEVELS:
+            raise ConfigError(f"PIPELINE_SPARK_LOG_LEVEL must be one of {', '.join(SPARK_LOG_LEVELS)}, "
+                              f"got {log_level!r}")
+        backend = get("PIPELINE_STACK_BACKEND")
+        if backend is not None and backend not in STACK_BACKENDS:
+            raise ConfigError(f"PIPELINE_STACK_BACKEND must be one of {', '.join(STACK_BACKENDS)}, got {backend!r}")
         return cls(
             kafka_bootstrap=get("PIPELINE_KAFKA_BOOTSTRAP"),
             mysql_url=url("PIPELINE_MYSQL_URL"),
@@ -375,6 +397,10 @@ class Settings:
             mysql_admin_url=url("PIPELINE_MYSQL_ADMIN_URL"),
             mysql_read_url=url("PIPELINE_MYSQL_READ_URL"),
             kafka_security=KafkaSecurity.from_mapping(env),
+            spark_master=spark_master,
+            spark_driver_memory=driver_memory,
+            spark_log_level=log_level,
+            stack_backend=backend,
         )
 
     def with_connections(self, kafka_bootstrap: str, mysql_url: MysqlUrl, mysql_admin_url: MysqlUrl | None = None,
@@ -399,10 +425,12 @@ class Settings:
         env = {"PIPELINE_SYMBOLS": ",".join(self.symbols), "PIPELINE_TOPIC": self.topic,
                "PIPELINE_TOPIC_PARTITIONS": str(self.topic_partitions),
                "PIPELINE_WATERMARK_SECONDS": str(self.watermark_seconds), "PIPELINE_STATE_DIR": str(self.state_dir),
-               "PIPELINE_CACHE_DIR": str(self.cache_dir)}
+               "PIPELINE_CACHE_DIR": str(self.cache_dir), "PIPELINE_SPARK_DRIVER_MEMORY": self.spark_driver_memory,
+               "PIPELINE_SPARK_LOG_LEVEL": self.spark_log_level}
         optional = {"PIPELINE_KAFKA_BOOTSTRAP": self.kafka_bootstrap, "PIPELINE_CHECKPOINT_DIR": self.checkpoint_dir,
                     "PIPELINE_MYSQL_URL": self.mysql_url, "PIPELINE_MYSQL_ADMIN_URL": self.mysql_admin_url,
-                    "PIPELINE_MYSQL_READ_URL": self.mysql_read_url}
+                    "PIPELINE_MYSQL_READ_URL": self.mysql_read_url, "PIPELINE_SPARK_MASTER": self.spark_master,
+                    "PIPELINE_STACK_BACKEND": self.stack_backend}
         for name, value in optional.items():
             if value is not None:
                 env[name] = value.render() if isinstance(value, MysqlUrl) else str(value)

@@ -85,8 +85,8 @@ def external(settings: Settings) -> Connections | None:
     return None
 
 
-def choose_backend(env: Mapping[str, str]) -> str:
-    forced = env.get("PIPELINE_STACK_BACKEND", "").strip()
+def choose_backend(forced: str | None) -> str:
+    """``PIPELINE_STACK_BACKEND`` (``Settings.stack_backend``), else containers where Docker answers."""
     if forced:
         if forced not in BACKENDS:
             raise ConfigError(f"PIPELINE_STACK_BACKEND must be one of {', '.join(BACKENDS)}, got {forced!r}")
@@ -99,7 +99,7 @@ def _alive(state: Mapping[str, object]) -> bool:
     return all(s.ok for s in _check(state, {}))
 
 
-def up(settings: Settings, env: Mapping[str, str]) -> tuple[Connections, bool]:
+def up(settings: Settings) -> tuple[Connections, bool]:
     """Start the stack unless it already runs; returns the connections and whether anything was started."""
     ext = external(settings)
     if ext is not None:
@@ -111,7 +111,7 @@ def up(settings: Settings, env: Mapping[str, str]) -> tuple[Connections, bool]:
                 return _connections(state), False
             _teardown(state)  # a half-dead stack: clear it and start afresh
             _state_file(settings).unlink(missing_ok=True)
-        backend = choose_backend(env)
+        backend = choose_backend(settings.stack_backend)
         run_dir = settings.state_dir / "run"
         if run_dir.exists():
             shutil.rmtree(run_dir)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,6 @@ from pipeline.adapters import kafka_io, mysql_store
 from pipeline.errors import ServiceError
 from pipeline.settings import MysqlUrl, Settings
 from pipeline.spark import writer
-from pipeline.spark.session import spark_session
 from pipeline.spark.writer import JobSummary
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,10 @@ def checkpoint_location(checkpoint_dir: Path | str, name: str) -> str:
 
 
 def run(settings: Settings, bootstrap: str, url: MysqlUrl, checkpoint_dir: Path | str, until_idle: bool,
-        trigger_seconds: float = 1.0, stop: threading.Event | None = None) -> JobSummary:
+        trigger_seconds: float = 1.0, stop: threading.Event | None = None, *,
+        spark: Callable[[], Any]) -> JobSummary:
+    """The streaming job until stopped (or, ``until_idle``, until the topic is drained). ``spark`` makes the
+    session (``pipeline.compose.spark_session``), once the schema and topic are known to be there."""
     from pyspark.errors import StreamingQueryException
 
     mysql_store.ensure_schema(url, settings.mysql_admin_url)
@@ -56,9 +59,8 @@ def run(settings: Settings, bootstrap: str, url: MysqlUrl, checkpoint_dir: Path 
     # The ledger's run id is the query's id, which Spark keeps in the checkpoint itself (any file system, hdfs://
     # and s3a:// included): created with the checkpoint, gone with it, never a side file that can disagree.
     batch_writer = writer.BatchWriter(url, summary)
-    spark = spark_session(settings.cache_dir)
     source = (
-        spark.readStream.format("kafka")
+        spark().readStream.format("kafka")
         .option("kafka.bootstrap.servers", bootstrap)
         .option("subscribe", settings.topic)
         .option("startingOffsets", "earliest")

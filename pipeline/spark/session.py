@@ -1,27 +1,18 @@
-"""The SparkSession, with Spark's Kafka connector resolved from Maven Central into the cache (once).
+"""The SparkSession of the job, given the connector's jars (``pipeline.compose`` resolves them from Maven Central).
 
-pyspark wheels do not ship the Kafka connector. It is resolved with mvn like Kafka itself; only the four jars the
-connector adds are put on the classpath (Spark's own Scala, Hadoop and slf4j jars stay the ones pyspark ships).
+pyspark wheels do not ship the Kafka connector; only the four jars the connector adds are put on the classpath
+(Spark's own Scala, Hadoop and slf4j jars stay the ones pyspark ships). Nothing here reads the environment: every
+value comes from the caller (``Settings``).
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline.services import maven
-
-_CONNECTOR_JARS = ("spark-sql-kafka-0-10", "spark-token-provider-kafka-0-10", "kafka-clients", "commons-pool2")
-
-
-def connector_jars(cache_dir: Path) -> list[Path]:
-    import pyspark
-
-    version = pyspark.__version__
-    jars = maven.resolve(cache_dir, f"spark-kafka-{version}",
-                         [f"org.apache.spark:spark-sql-kafka-0-10_2.13:{version}"])
-    return [j for j in jars if j.name.startswith(_CONNECTOR_JARS)]
+CONNECTOR_JARS = ("spark-sql-kafka-0-10", "spark-token-provider-kafka-0-10", "kafka-clients", "commons-pool2")
 
 
 _LOG4J2 = """\
@@ -52,7 +43,7 @@ def _log4j2(cache_dir: Path) -> Path:
     return path
 
 
-def _connector_given() -> bool:
+def connector_given() -> bool:
     """spark-submit --packages / --jars already brought the connector (on a cluster, without mvn)."""
     from pyspark import SparkConf
 
@@ -60,19 +51,20 @@ def _connector_given() -> bool:
     return "spark-sql-kafka" in (conf.get("spark.jars.packages", "") or "") + (conf.get("spark.jars", "") or "")
 
 
-def spark_session(cache_dir: Path, app_name: str = "pipeline", master: str | None = None,
-                  shuffle_partitions: int = 2):
+def spark_session(jars: Sequence[Path], config_dir: Path, app_name: str = "pipeline", master: str | None = None,
+                  driver_memory: str = "1g", log_level: str = "WARN", shuffle_partitions: int = 2):
     """A session for the job. Under spark-submit the cluster's master is kept; run directly, ``master`` or
-    ``PIPELINE_SPARK_MASTER`` or ``local[2]`` (two cores: the machines this runs on in tests)."""
+    ``local[2]`` (two cores: the machines this runs on in tests). ``jars``: the connector's, unless spark-submit
+    gave them; ``config_dir``: where the log4j2 file is written."""
     from pyspark.sql import SparkSession
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder.appName(app_name)
     under_spark_submit = "PYSPARK_GATEWAY_PORT" in os.environ
     if master or not under_spark_submit:
-        builder = builder.master(master or os.environ.get("PIPELINE_SPARK_MASTER", "local[2]"))
-    if not _connector_given():
-        builder = builder.config("spark.jars", ",".join(str(j) for j in connector_jars(cache_dir)))
+        builder = builder.master(master or "local[2]")
+    if jars:
+        builder = builder.config("spark.jars", ",".join(str(j) for j in jars))
     session = (
         builder
         # Frozen into the checkpoint at the first run: keep it small on small machines (default 200).
@@ -84,10 +76,10 @@ def spark_session(cache_dir: Path, app_name: str = "pipeline", master: str | Non
         .config("spark.sql.decimalOperations.allowPrecisionLoss", "false")
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile=file:{_log4j2(cache_dir)}")
-        .config("spark.driver.memory", os.environ.get("PIPELINE_SPARK_DRIVER_MEMORY", "1g"))
+        .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile=file:{_log4j2(config_dir)}")
+        .config("spark.driver.memory", driver_memory)
         .config("spark.sql.streaming.minBatchesToRetain", "20")
         .getOrCreate()
     )
-    session.sparkContext.setLogLevel(os.environ.get("PIPELINE_SPARK_LOG_LEVEL", "WARN"))
+    session.sparkContext.setLogLevel(log_level)
     return session

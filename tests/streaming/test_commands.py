@@ -13,8 +13,8 @@ from pathlib import Path
 import yaml
 
 from pipeline.adapters import mysql_store
+from pipeline.compose import connector_jars as cached_connector_jars
 from pipeline.settings import MysqlUrl, Settings
-from pipeline.spark.session import connector_jars as cached_connector_jars
 from tests.archive_builder import synthetic_trades, write_archive
 from tests.cli_helpers import env_for
 from tests.cli_helpers import ok as cli
@@ -155,7 +155,7 @@ def test_spark_submit_runs_the_job(settings_for: Settings, tmp_path: Path) -> No
     jars = ",".join(str(j) for j in cached_connector_jars(settings_for.cache_dir))
     env = env_for(settings_for, PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable)
     result = subprocess.run([str(spark_submit), "--master", "local[2]", "--jars", jars,
-                             str(ROOT / "pipeline" / "spark" / "submit.py"), "--until-idle"],
+                             str(ROOT / "pipeline" / "submit.py"), "--until-idle"],
                             env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert settings_for.mysql_url is not None

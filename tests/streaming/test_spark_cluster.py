@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from pipeline import submit
 from pipeline.adapters import mysql_store
+from pipeline.compose import connector_jars
 from pipeline.services import spark_standalone
 from pipeline.settings import MysqlUrl, Settings
-from pipeline.spark import submit
-from pipeline.spark.session import connector_jars
 from tests.cli_helpers import env_for
 from tests.integration.test_ingestion import CASSETTE, cassette_trades
 from tests.kafka_helpers import read_all

@@ -30,10 +30,10 @@ KAFKA_SCHEMA = ("key binary, value binary, topic string, partition int, offset l
 
 @pytest.fixture(scope="module")
 def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from pipeline.compose import spark_session
     from pipeline.settings import Settings
-    from pipeline.spark.session import spark_session
 
-    session = spark_session(Settings.from_mapping({}).cache_dir, app_name="pipeline-property-tests",
+    session = spark_session(Settings.from_mapping({}), app_name="pipeline-property-tests",
                             master="local[2]")
     yield session
 

@@ -52,10 +52,10 @@ def hostile_message(draw: st.DrawFn) -> bytes:
 
 @pytest.fixture(scope="module")
 def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from pipeline.compose import spark_session
     from pipeline.settings import Settings
-    from pipeline.spark.session import spark_session
 
-    yield spark_session(Settings.from_mapping({}).cache_dir, app_name="pipeline-validation-tests", master="local[2]")
+    yield spark_session(Settings.from_mapping({}), app_name="pipeline-validation-tests", master="local[2]")
 
 
 PUBLISHED = datetime(2026, 1, 1, 12, 1, tzinfo=UTC)  # the Kafka timestamp of every message here

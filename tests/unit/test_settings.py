@@ -28,6 +28,8 @@ def test_secrets_never_show() -> None:
     {"PIPELINE_SYMBOLS": "BTC-USDT"}, {"PIPELINE_SYMBOLS": " , "}, {"PIPELINE_WATERMARK_SECONDS": "ten"},
     {"PIPELINE_TOPIC": "bad topic"}, {"PIPELINE_TOPIC_PARTITIONS": "0"}, {"PIPELINE_TOPIC_PARTITIONS": "-3"},
     {"PIPELINE_TOPIC_PARTITIONS": "2.5"}, {"PIPELINE_TOPIC_PARTITIONS": "10001"},
+    {"PIPELINE_SPARK_MASTER": "mesos://m:5050"}, {"PIPELINE_SPARK_DRIVER_MEMORY": "lots"},
+    {"PIPELINE_SPARK_LOG_LEVEL": "loud"}, {"PIPELINE_STACK_BACKEND": "docker"},
 ])
 def test_bad_settings_fail_at_construction(env: dict[str, str]) -> None:
     with pytest.raises(ConfigError):
@@ -228,7 +230,10 @@ def test_environment_rebuilds_the_same_settings(tmp_path: Path) -> None:
            "PIPELINE_WATERMARK_SECONDS": "7", "PIPELINE_STATE_DIR": str(tmp_path / "s"),
            "PIPELINE_CACHE_DIR": str(tmp_path / "c"), "PIPELINE_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
            "PIPELINE_KAFKA_SASL_MECHANISM": "PLAIN", "PIPELINE_KAFKA_SASL_PLAIN_USERNAME": "u",
-           "PIPELINE_KAFKA_SASL_PLAIN_PASSWORD": "p w"}
+           "PIPELINE_KAFKA_SASL_PLAIN_PASSWORD": "p w", "PIPELINE_SPARK_MASTER": "spark://m:7077",
+           "PIPELINE_SPARK_DRIVER_MEMORY": "2g", "PIPELINE_SPARK_LOG_LEVEL": "info",
+           "PIPELINE_STACK_BACKEND": "processes"}
     settings = Settings.from_mapping(env)
     assert Settings.from_mapping(settings.environment()) == settings
+    assert settings.spark_master == "spark://m:7077" and settings.spark_log_level == "INFO"
     assert Settings.from_mapping(Settings.from_mapping({}).environment()) == Settings.from_mapping({})
