@@ -6,7 +6,6 @@ Every ``PipelineError`` becomes one line on stderr and its exit code; no traceba
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import shlex
 import signal
@@ -16,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NoReturn
 
 from pipeline import compose
-from pipeline.errors import ConfigError, PipelineError
+from pipeline.errors import ConfigError, PipelineError, run_command
 from pipeline.settings import Settings
 
 if TYPE_CHECKING:  # adapters are imported where used: `pipeline --help` must not load Kafka or Spark
@@ -302,7 +301,9 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
 
     from pipeline import status
 
-    report = status.gather(settings)
+    if args.stalled_after <= 0:
+        raise ConfigError(f"--stalled-after must be positive, got {args.stalled_after}")
+    report = status.gather(settings, args.stalled_after)
     print(json.dumps(report, indent=2, default=str) if args.json else status.render(report))
     return 0 if report.get("ok") else 1
 
@@ -390,6 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_status = sub.add_parser("status", help="is the pipeline healthy: services, the job's lag per partition, its "
                               "last batch, windows, late and quarantined trades, producers' coverage")
     p_status.add_argument("--json", action="store_true", help="the same as JSON, for scripts")
+    p_status.add_argument("--stalled-after", type=float, default=300.0, help="seconds an unread message may wait "
+                          "before the job counts as stalled (default 300)")
     p_status.set_defaults(func=_status)
 
     p_demo = sub.add_parser("demo", help="start the stack; replay the bundled recording into the running Spark "
@@ -427,23 +430,4 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not args.verbose:
-        # kafka-python logs every refused connection while a broker starts; our own errors say what matters.
-        logging.getLogger("kafka").setLevel(logging.CRITICAL)
-    try:
-        settings = Settings.from_mapping(os.environ)
-        return int(args.func(args, settings))
-    except PipelineError as exc:
-        print(f"pipeline: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("pipeline: interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:
-        if args.verbose:
-            raise
-        print(f"pipeline: internal error: {type(exc).__name__}: {str(exc)[:300]} (run with -v for the traceback)",
-              file=sys.stderr)
-        return 70
+    return run_command(lambda: int(args.func(args, Settings.from_mapping(os.environ))), args.verbose)

@@ -47,8 +47,8 @@ def spark_session(settings: Settings, app_name: str = "pipeline", master: str | 
     from pipeline.spark import session
 
     jars = [] if session.connector_given() else connector_jars(settings.cache_dir)
-    return session.spark_session(jars, settings.cache_dir, app_name, master or settings.spark_master,
-                                 settings.spark_driver_memory, settings.spark_log_level)
+    return session.spark_session(jars, settings.cache_dir, app_name, master, settings.spark_driver_memory,
+                                 settings.spark_log_level, default_master=settings.spark_master)
 
 
 def process(settings: Settings, until_idle: bool, trigger_seconds: float = 1.0,

@@ -132,8 +132,10 @@ class Demo:
         if stack.external(self.base) is not None:
             self.step("    PIPELINE_KAFKA_BOOTSTRAP / PIPELINE_MYSQL_URL are set: the demo leaves those services "
                       "alone and uses the local stack")
+        # Spark too runs here: executors elsewhere (PIPELINE_SPARK_MASTER) could not reach the local stack.
         local = dataclasses.replace(self.base, kafka_bootstrap=None, mysql_url=None, mysql_admin_url=None,
-                                    mysql_read_url=None, kafka_security=KafkaSecurity(), checkpoint_dir=None)
+                                    mysql_read_url=None, kafka_security=KafkaSecurity(), checkpoint_dir=None,
+                                    spark_master=None)
         provision.ensure(self.step)  # a fresh Debian machine lacks the MySQL server (and maybe Java or Maven)
         conns, _ = stack.up(local)
         if conns.mysql_admin_url is None:
@@ -221,23 +223,84 @@ class Demo:
         return thread
 
     def stop_job(self) -> None:
-        if self.job is None or self.job.poll() is not None:
+        """SIGTERM (the job finishes its batch and exits), SIGKILL after 60 s; then whatever else its process group
+        still runs (mvn on a first start). Nothing it started outlives the demo, whatever interrupts this."""
+        if self.job is None:
             return
-        self.job.send_signal(signal.SIGTERM)  # the job finishes its batch and exits
         try:
-            self.job.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.job.pid, signal.SIGKILL)
+            if self.job.poll() is None:
+                self.job.send_signal(signal.SIGTERM)
+                self.job.wait(timeout=60)
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.job.pid, signal.SIGKILL)
             self.job.wait()
+            raise
+        finally:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.job.pid, signal.SIGKILL)
+
+
+def _interrupt_on_termination() -> None:
+    """SIGTERM and SIGHUP (``timeout``, a closed terminal) end the demo as Ctrl-C does: through its clean-up."""
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGHUP, interrupt)
+
+
+NO_ROWS_S = 240.0  # the job has written nothing this long after it started: something is wrong (see its log)
+AFTER_REPLAY_S = 180.0  # the replay ended this long ago and windows are still missing or open
+
+
+def _watch_until_final(demo: Demo, watch: Watch, counters: Any, reader: Any, expected: int, console: Any,
+                       step: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Show the rows as they form until every window the replay fills is in MySQL and final (or the job stops,
+    or nothing moves within the deadlines); returns the last rows read."""
+    from rich.live import Live
+
+    from pipeline.adapters import mysql_store
+
+    rows: list[dict[str, Any]] = []
+    last_line, job_started = 0.0, time.monotonic()
+    replay_ended: float | None = None
+    # On a terminal the live view; elsewhere (a log, CI) a progress line every 10 s.
+    live_view = Live(view(rows, watch, 0, "starting"), console=console, refresh_per_second=4)
+    with live_view if console.is_terminal else contextlib.nullcontext() as live:
+        while True:
+            time.sleep(0.5)
+            try:
+                rows = mysql_store.read_windows(reader)
+            except Exception:  # noqa: BLE001 - the schema exists; a hiccup: read again next time
+                pass
+            now = time.monotonic()
+            if rows and watch.first_rows_s is None:
+                watch.first_rows_s = now - watch.started
+            job_alive = demo.job is not None and demo.job.poll() is None
+            state = ("running" if rows else "starting") if job_alive else "stopped"
+            if live is not None:
+                live.update(view(rows, watch, counters.published, state))
+            if not console.is_terminal and now - last_line > 10:
+                last_line = now
+                step(f"    replay at {_hhmm(watch.sent_ms)} UTC, {counters.published:,} trades in Kafka, "
+                     f"{len(rows)} windows in MySQL, {sum(1 for r in rows if r['is_final'])} final")
+            if watch.replay_done and replay_ended is None:
+                replay_ended = now
+            complete = len(rows) == expected and all(r["is_final"] for r in rows)
+            if complete or watch.replay_error or not job_alive:
+                return rows
+            if not rows and now - job_started > NO_ROWS_S:
+                return rows
+            if replay_ended is not None and now - replay_ended > AFTER_REPLAY_S:
+                return rows
 
 
 def run(settings: Settings, speed: str, out_dir: Path) -> int:
     """The whole demo; Ctrl-C stops everything it started and exits 0."""
     from rich.console import Console
-    from rich.live import Live
 
     from pipeline import producer, replay, report
-    from pipeline.adapters import mysql_store
 
     console = Console(stderr=True)
     started = time.monotonic()
@@ -247,66 +310,48 @@ def run(settings: Settings, speed: str, out_dir: Path) -> int:
 
     sources = bundled_cassettes()
     demo = Demo(settings, speed, out_dir, step)
-    step("1/4 starting Kafka and MySQL (first run downloads Kafka from Maven Central)")
-    mine = demo.start_stack()
-    demo.reset()
-    counters = producer.Counters()
-    opened, lowest = replay.open_sources(sources, counters, mine.watermark_seconds * 1000)
-    items = list(producer.merge_by_time(opened))
-    trades = [i for i in items if isinstance(i, Trade) and invalid_reason(i) is None]
-    times = [t.event_time_ms for t in trades]
-    watch = Watch(total_trades=len(trades), first_ms=min(times), last_ms=max(times), started=started)
-    step(f"2/4 the Spark job starts (about 15 s) while {len(trades):,} recorded trades of "
-         f"{len({i.symbol for i in items})} symbols ({_hhmm(watch.first_ms)} to {_hhmm(watch.last_ms)} UTC) "
-         f"replay at {speed}")
-    log = demo.start_job()
-    thread = demo.start_replay(items, lowest, watch, counters)
-    reader = mine.read_url()
-    assert reader is not None
+    _interrupt_on_termination()
+    thread: threading.Thread | None = None
     rows: list[dict[str, Any]] = []
     interrupted = False
-    last_line = 0.0
     try:
-        # On a terminal the live view; elsewhere (a log, CI) a progress line every 10 s.
-        live_view = Live(view(rows, watch, 0, "starting"), console=console, refresh_per_second=4)
-        with live_view if console.is_terminal else contextlib.nullcontext() as live:
-            while True:
-                time.sleep(0.5)
-                try:
-                    rows = mysql_store.read_windows(reader)
-                except Exception:  # noqa: BLE001 - the job creates nothing; the schema exists: a hiccup, retry
-                    pass
-                if rows and watch.first_rows_s is None:
-                    watch.first_rows_s = time.monotonic() - started
-                job_alive = demo.job is not None and demo.job.poll() is None
-                state = ("running" if rows else "starting") if job_alive else "stopped"
-                if live is not None:
-                    live.update(view(rows, watch, counters.published, state))
-                if not console.is_terminal and time.monotonic() - last_line > 10:
-                    last_line = time.monotonic()
-                    final = sum(1 for r in rows if r["is_final"])
-                    step(f"    replay at {_hhmm(watch.sent_ms)} UTC, {counters.published:,} trades in Kafka, "
-                         f"{len(rows)} windows in MySQL, {final} final")
-                if watch.replay_error or not job_alive:
-                    break
-                if watch.replay_done and rows and all(r["is_final"] for r in rows):
-                    break
+        step("1/4 starting Kafka and MySQL (first run downloads Kafka from Maven Central)")
+        mine = demo.start_stack()
+        demo.reset()
+        counters = producer.Counters()
+        opened, lowest = replay.open_sources(sources, counters, mine.watermark_seconds * 1000)
+        items = list(producer.merge_by_time(opened))
+        trades = [i for i in items if isinstance(i, Trade) and invalid_reason(i) is None]
+        expected = len({(t.symbol, t.event_time_ms // 60_000) for t in trades})  # the windows the replay fills
+        times = [t.event_time_ms for t in trades]
+        watch = Watch(total_trades=len(trades), first_ms=min(times), last_ms=max(times), started=started)
+        step(f"2/4 the Spark job starts (about 15 s) while {len(trades):,} recorded trades of "
+             f"{len({t.symbol for t in trades})} symbols ({_hhmm(watch.first_ms)} to {_hhmm(watch.last_ms)} UTC) "
+             f"replay at {speed}")
+        log = demo.start_job()
+        thread = demo.start_replay(items, lowest, watch, counters)
+        reader = mine.read_url()
+        assert reader is not None
+        rows = _watch_until_final(demo, watch, counters, reader, expected, console, step)
     except KeyboardInterrupt:
         interrupted = True
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
         demo.stop.set()
         if interrupted:
             step("interrupted: stopping the replay and the Spark job")
         demo.stop_job()
-        thread.join(timeout=30)
+        if thread is not None:
+            thread.join(timeout=30)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     if interrupted:
         step("stopped; the local stack keeps running (`pipeline stack down` stops it)")
         return 0
     if watch.replay_error:
         raise ServiceError(f"demo: the replay failed: {watch.replay_error}")
-    if demo.job is not None and demo.job.returncode not in (0, None) and not (rows and all(r["is_final"]
-                                                                                          for r in rows)):
-        raise ServiceError(f"demo: the Spark job exited with {demo.job.returncode}; its log: {log}")
+    if len(rows) != expected or not all(r["is_final"] for r in rows):
+        final = sum(1 for r in rows if r["is_final"])
+        raise ServiceError(f"demo: the Spark job stopped with {final} of {expected} windows final; its log: {log}")
     finished = time.monotonic() - started
     step(f"3/4 every minute final: first live rows after {watch.first_rows_s or 0:.1f} s, all {len(rows)} windows "
          f"final after {finished:.1f} s; the Spark job stopped")
@@ -314,6 +359,8 @@ def run(settings: Settings, speed: str, out_dir: Path) -> int:
     print(report.table(rows))
     png, page = report.write_charts(rows, out_dir)
     print(f"\nchart: {png.resolve()}\npage:  {page.resolve()}")
+    reader = demo.settings.read_url() if demo.settings else None
+    assert reader is not None
     print(f"""
 Look at the rows yourself (the demo's own database, {DATABASE}, emptied at each run):
   mariadb -h {reader.host} -P {reader.port} -u {reader.user} -p {DATABASE}

@@ -4,6 +4,10 @@ Every error the pipeline raises on purpose is a ``PipelineError``; the CLI turns
 non-zero exit code (``exit_code``). Raise them ``from`` the underlying cause so debugging keeps the chain.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable
+
 
 class PipelineError(Exception):
     """Root of every error the pipeline raises on purpose."""
@@ -33,3 +37,30 @@ class ExchangeError(PipelineError):
     """Binance answered with an error (invalid symbol, ban, persistent failures)."""
 
     exit_code = 5
+
+
+def run_command(command: Callable[[], int], verbose: bool = False) -> int:
+    """Run an entry point's work the way every command runs: logging set up, a ``PipelineError`` as one line and
+    its exit code, Ctrl-C as 130, anything else as one line and 70 (``verbose``: the traceback instead)."""
+    import logging
+    import sys
+
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        # kafka-python logs every refused connection while a broker starts; our own errors say what matters.
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    try:
+        return int(command())
+    except PipelineError as exc:
+        print(f"pipeline: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("pipeline: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if verbose:
+            raise
+        print(f"pipeline: internal error: {type(exc).__name__}: {str(exc)[:300]} (run with -v for the traceback)",
+              file=sys.stderr)
+        return 70

@@ -7,7 +7,8 @@
     windows, late, quarantined   moving_averages, quarantine
     each symbol's coverage       pipeline_coverage: how far behind now the producer's heartbeats are
 
-Exit 1 when a service is down, or when the job has unread messages and has committed nothing for ``STALLED_S``.
+Exit 1 when a service is down, or when a message has waited unread longer than ``STALLED_S`` (the job is not
+running, or not keeping up).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def checkpoint_offsets(checkpoint: Path) -> dict[str, dict[int, int]] | None:
         try:
             lines = (checkpoint / QUERY / "offsets" / str(batch)).read_text().splitlines()
             ends = json.loads(lines[2])
-        except (OSError, IndexError, ValueError):
+        except (OSError, IndexError, ValueError, AttributeError, TypeError):
             continue
         return {topic: {int(p): int(o) for p, o in parts.items()} for topic, parts in ends.items()}
     return None
@@ -91,12 +92,39 @@ def _mysql_figures(settings: Settings) -> dict[str, Any]:
     return figures
 
 
-def gather(settings: Settings) -> dict[str, Any]:
+def _probe_each(settings: Settings) -> list[Any]:
+    """Each service where the commands would look for it (environment first, then the local stack), probed."""
+    from pipeline.services import kafka_process, mysql_process, stack
+    from pipeline.services.stack import ServiceStatus
+
+    def kafka() -> str:
+        bootstrap = stack.kafka_bootstrap(settings)
+        kafka_process.metadata_ok(bootstrap, settings.kafka_client_options())
+        return bootstrap
+
+    def mysql() -> str:
+        url = stack.mysql_read_url(settings)
+        mysql_process.ping(url)
+        return str(url)
+
+    out = []
+    for name, probe in (("kafka", kafka), ("mysql", mysql)):
+        try:
+            out.append(ServiceStatus(name, True, probe()))
+        except Exception as exc:  # noqa: BLE001 - reported, not raised (not configured, or not answering)
+            out.append(ServiceStatus(name, False, f"{type(exc).__name__}: {str(exc)[:200]}"))
+    return out
+
+
+def gather(settings: Settings, stalled_after_s: float = STALLED_S) -> dict[str, Any]:
     """Everything the screen shows, as plain data (the ``--json`` output)."""
     from pipeline.adapters import kafka_io
     from pipeline.services import stack
 
-    backend, services = stack.status(settings)
+    if (settings.kafka_bootstrap is None) != (settings.mysql_url is None):
+        backend, services = "mixed", _probe_each(settings)  # one from the environment, one from the stack
+    else:
+        backend, services = stack.status(settings)
     report: dict[str, Any] = {
         "backend": backend, "topic": settings.topic,
         "services": [{"name": s.name, "ok": s.ok, "detail": s.detail} for s in services],
@@ -134,11 +162,19 @@ def gather(settings: Settings) -> dict[str, Any]:
                              "lag": max(end - committed.get(p, 0), 0)} for p, end in sorted(ends.items())]
     lag = sum(p["lag"] for p in report["partitions"])
     report["lag"] = lag
-    last = report.get("last_batch")
-    if lag and "mysql" in up and (last is None or last["age_s"] > STALLED_S):
-        since = "ever" if last is None else f"{last['age_s']:.0f} s"
-        report["problems"].append(f"the job is not keeping up: {lag:,} messages unread and no batch committed for "
-                                  f"{since} (is `pipeline process` running?)")
+    if lag:  # stalled: a message has waited longer than a running job ever lets one wait
+        try:
+            oldest = kafka_io.oldest_unread_ms(stack.kafka_bootstrap(settings), settings.topic,
+                                               {p["partition"]: p["committed"] for p in report["partitions"]}, ends,
+                                               settings.kafka_client_options())
+        except Exception:  # noqa: BLE001 - Kafka's own problem is reported above
+            oldest = None
+        waiting_s = None if oldest is None else max(time.time() - oldest / 1000, 0.0)
+        report["oldest_unread_age_s"] = None if waiting_s is None else round(waiting_s, 1)
+        if waiting_s is not None and waiting_s > stalled_after_s:
+            report["problems"].append(
+                f"the job is not keeping up: {lag:,} messages unread, the oldest published {_age(waiting_s)} ago "
+                "(is `pipeline process` running?)")
     report["ok"] = not report["problems"]
     return report
 

@@ -42,7 +42,7 @@ def services(stack_settings: Settings) -> Iterator[Settings]:
     """Settings whose kafka_bootstrap and mysql_url point at a real, running Kafka and MySQL."""
     from pipeline.services import stack
 
-    conns, started = stack.up(stack_settings, os.environ)
+    conns, started = stack.up(stack_settings)
     try:
         yield stack_settings.with_connections(conns.kafka_bootstrap, conns.mysql_url, conns.mysql_admin_url,
                                               conns.mysql_read_url)

@@ -84,6 +84,31 @@ def end_offsets(bootstrap: str, topic: str, options: Options = None) -> dict[int
         consumer.close()
 
 
+def oldest_unread_ms(bootstrap: str, topic: str, positions: Mapping[int, int], ends: Mapping[int, int],
+                     options: Options = None) -> int | None:
+    """The Kafka timestamp of the oldest message at a reader's ``positions`` (per partition, below ``ends``), or
+    None if it has read everything."""
+    behind = {p: pos for p, pos in positions.items() if pos < ends.get(p, 0)}
+    if not behind:
+        return None
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, request_timeout_ms=15_000,
+                             **client_options(options))
+    try:
+        oldest: int | None = None
+        for partition, position in behind.items():
+            tp = TopicPartition(topic, partition)
+            consumer.assign([tp])
+            consumer.seek(tp, position)
+            for records in consumer.poll(timeout_ms=5_000, max_records=1).values():
+                for record in records:
+                    oldest = record.timestamp if oldest is None else min(oldest, record.timestamp)
+        return oldest
+    except KafkaError as exc:
+        raise _unreachable(bootstrap, exc) from exc
+    finally:
+        consumer.close()
+
+
 class TradeSink:
     """Publishes trades keyed by symbol (so each symbol stays in order on one partition) and heartbeats."""
 

@@ -50,9 +50,16 @@ class Cluster:
                 for worker in sorted(self.work_dir.glob("worker-*")) if worker.is_dir()}
 
     def stop(self) -> None:
+        """Workers first, then the master; one that will not stop does not keep the others running."""
+        failed = []
         for pid in reversed(self.pids):
-            procs.stop(pid)
+            try:
+                procs.stop(pid)
+            except Exception as exc:  # noqa: BLE001 - reported after the others are stopped
+                failed.append(f"{pid}: {exc}")
         self.pids.clear()
+        if failed:
+            raise RuntimeError(f"Spark cluster processes would not stop: {'; '.join(failed)}")
 
 
 def _env(extra: dict[str, str] | None = None) -> dict[str, str]:

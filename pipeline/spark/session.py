@@ -43,26 +43,35 @@ def _log4j2(cache_dir: Path) -> Path:
     return path
 
 
-def connector_given() -> bool:
-    """spark-submit --packages / --jars already brought the connector (on a cluster, without mvn)."""
-    from pyspark import SparkConf
+def under_spark_submit() -> bool:
+    return "PYSPARK_GATEWAY_PORT" in os.environ  # spark-submit started the JVM and this Python
 
+
+def connector_given() -> bool:
+    """spark-submit --packages / --jars already brought the connector (on a cluster, without mvn). Only
+    spark-submit can have: run directly, there is no JVM yet whose configuration could say so."""
+    if not under_spark_submit():
+        return False
+    from pyspark import SparkConf, SparkContext
+
+    SparkContext._ensure_initialized()  # connect to spark-submit's JVM, so SparkConf reads its configuration
     conf = SparkConf()
     return "spark-sql-kafka" in (conf.get("spark.jars.packages", "") or "") + (conf.get("spark.jars", "") or "")
 
 
 def spark_session(jars: Sequence[Path], config_dir: Path, app_name: str = "pipeline", master: str | None = None,
-                  driver_memory: str = "1g", log_level: str = "WARN", shuffle_partitions: int = 2):
-    """A session for the job. Under spark-submit the cluster's master is kept; run directly, ``master`` or
-    ``local[2]`` (two cores: the machines this runs on in tests). ``jars``: the connector's, unless spark-submit
-    gave them; ``config_dir``: where the log4j2 file is written."""
+                  driver_memory: str = "1g", log_level: str = "WARN", shuffle_partitions: int = 2,
+                  default_master: str | None = None):
+    """A session for the job. ``master`` always wins; else under spark-submit its ``--master`` is kept, and run
+    directly ``default_master`` (PIPELINE_SPARK_MASTER) or ``local[2]`` (two cores: the machines this runs on in
+    tests). ``jars``: the connector's, unless spark-submit gave them; ``config_dir``: where the log4j2 file is
+    written."""
     from pyspark.sql import SparkSession
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder.appName(app_name)
-    under_spark_submit = "PYSPARK_GATEWAY_PORT" in os.environ
-    if master or not under_spark_submit:
-        builder = builder.master(master or "local[2]")
+    if master or not under_spark_submit():
+        builder = builder.master(master or default_master or "local[2]")
     if jars:
         builder = builder.config("spark.jars", ",".join(str(j) for j in jars))
     session = (

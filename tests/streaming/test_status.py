@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from pipeline.services import procs
@@ -16,16 +17,18 @@ from tests.cli_helpers import ok as cli
 from tests.integration.test_ingestion import CASSETTE
 
 
-def _status(env: dict[str, str]) -> tuple[int, dict[str, Any]]:
-    result = run(["status", "--json"], env, timeout=120)
+def _status(env: dict[str, str], *extra: str) -> tuple[int, dict[str, Any]]:
+    result = run(["status", "--json", *extra], env, timeout=120)
     return result.returncode, json.loads(result.stdout)
 
 
 def test_status_sees_lag_then_a_caught_up_job_then_a_service_down(settings_for: Settings) -> None:
     env = env_for(settings_for)
     cli(settings_for, "replay", "--source", str(CASSETTE))
-    code, report = _status(env)  # messages in the topic, no job has ever read them
-    assert code == 1 and report["lag"] == 10_569, report  # 10,464 trades and 105 heartbeats
+    code, report = _status(env)  # messages in the topic, nobody reads them, but not for long yet
+    assert code == 0 and report["lag"] == 10_569, report  # 10,464 trades and 105 heartbeats
+    time.sleep(2)
+    code, report = _status(env, "--stalled-after", "1")  # now they have waited too long
     assert any("not keeping up" in p for p in report["problems"]), report["problems"]
     assert report["last_batch"] is None and report["windows_final"] == 0
 
@@ -60,3 +63,7 @@ def test_status_sees_lag_then_a_caught_up_job_then_a_service_down(settings_for: 
     mysql_down = dict(env, PIPELINE_MYSQL_URL=dataclasses.replace(url, port=procs.free_port()).render())
     result = run(["status"], mysql_down, timeout=120)
     assert result.returncode == 1 and "mysql  DOWN" in result.stdout, result.stdout
+    only_kafka = {k: v for k, v in env.items() if k != "PIPELINE_MYSQL_URL"}  # MySQL from a stack that is not there
+    only_kafka["PIPELINE_STATE_DIR"] = str(Path(str(settings_for.checkpoint_dir)).parent / "no-stack")
+    result = run(["status"], only_kafka, timeout=120)
+    assert result.returncode == 1 and "kafka  up" in result.stdout and "mysql  DOWN" in result.stdout, result.stdout
