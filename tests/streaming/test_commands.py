@@ -160,3 +160,39 @@ def test_spark_submit_runs_the_job(settings_for: Settings, tmp_path: Path) -> No
     assert result.returncode == 0, result.stderr[-3000:]
     assert settings_for.mysql_url is not None
     assert_rows_match(settings_for.mysql_url, trades)
+
+
+def test_report_shows_the_newest_stretch_unless_asked_for_a_range(settings_for: Settings, tmp_path: Path) -> None:
+    """Two stretches in one database (Jan 1 and Jan 3, 2025): the default shows only the newer; a range shows
+    both, each panel's lines broken at the gap."""
+    day1 = [t for t in synthetic_trades("SOLUSDT", 1_735_732_800_000, 300, seed=5, spacing_ms=2_000)
+            if t.event_time_ms < 1_735_776_000_000]  # 2025-01-01 12:00 on
+    day3 = synthetic_trades("SOLUSDT", 1_735_905_600_000, 300, seed=6, first_agg_id=10_000,
+                            spacing_ms=2_000)  # 2025-01-03 12:00 on
+    cli(settings_for, "replay", "--source", str(write_archive(tmp_path, "SOLUSDT", "2025-01-01", day1)),
+        "--source", str(write_archive(tmp_path, "SOLUSDT", "2025-01-03", day3)))
+    cli(settings_for, "process", "--until-idle")
+    env = env_for(settings_for)
+
+    def report(*args: str) -> tuple[str, str]:
+        out = tmp_path / f"report{len(args)}"
+        result = subprocess.run([sys.executable, "-m", "pipeline", "report", "--out-dir", str(out), *args], env=env,
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert (out / "moving_averages.png").read_bytes()[:4] == b"\x89PNG"
+        return result.stdout, (out / "moving_averages.html").read_text()
+
+    table, page = report()
+    assert "2025-01-03" in table and "2025-01-01" not in table
+    assert "SOLUSDT 2025-01-03" in page and "SOLUSDT 2025-01-01" not in page
+    table, page = report("--since", "2025-01-01T00:00", "--until", "2025-01-04")
+    assert "SOLUSDT 2025-01-01 12:00 UTC (final)" in page and "SOLUSDT 2025-01-03 12:00 UTC (final)" in page
+    minutes = {(r.event_time_ms // 60_000) for r in day1 + day3}
+    runs, previous = 0, None
+    for minute in sorted(minutes):
+        runs += previous is None or minute != previous + 1
+        previous = minute
+    assert page.count("<polyline") == 2 * runs  # average and VWAP, one line per run of minutes, none across a gap
+    failed = subprocess.run([sys.executable, "-m", "pipeline", "report", "--since", "yesterday"], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert failed.returncode == 2 and "--since must be an ISO time" in failed.stderr
