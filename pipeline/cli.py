@@ -308,6 +308,55 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if report.get("ok") else 1
 
 
+def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
+    import re
+    import time
+    from datetime import UTC
+
+    from pipeline import reconcile
+    from pipeline.adapters.binance import BinanceClient, make_session
+    from pipeline.core.reconcile import all_match
+    from pipeline.core.trades import SYMBOL_PATTERN
+    from pipeline.core.windows import WINDOW_MS
+    from pipeline.services import stack
+
+    if not re.match(SYMBOL_PATTERN, args.symbol):
+        raise ConfigError(f"--symbol {args.symbol!r} is not a Binance symbol")
+    if (args.minutes is None) == (args.since is None):
+        raise ConfigError("give --since (with --until, default now) or --minutes N (the last N whole minutes)")
+    if args.since is not None:
+        since = _utc_time(args.since, "--since")
+        until = _utc_time(args.until, "--until") if args.until else None
+        assert since is not None
+        start_ms = int(since.replace(tzinfo=UTC).timestamp() * 1000)
+        end_ms = int(until.replace(tzinfo=UTC).timestamp() * 1000) if until else int(time.time() * 1000)
+    else:
+        if args.until is not None or not 1 <= args.minutes <= 100_000:
+            raise ConfigError("--minutes takes 1 to 100000, without --until")
+        end_ms = int(time.time() * 1000)
+        start_ms = end_ms - end_ms % WINDOW_MS - args.minutes * WINDOW_MS
+    start_ms -= start_ms % WINDOW_MS
+    end_ms -= end_ms % WINDOW_MS  # whole minutes only: the current one is still forming
+    if end_ms <= start_ms:
+        raise ConfigError("the range holds no whole minute")
+    client = BinanceClient(session=make_session(), base_url=args.base_url)
+    minutes = reconcile.run(client, stack.mysql_read_url(settings), args.symbol, start_ms, end_ms)
+    show = reconcile.as_json if args.json else reconcile.as_text
+    print(show(args.symbol, start_ms, end_ms, minutes))
+    if not args.repair or all_match(minutes):
+        return 0 if all_match(minutes) else 1
+    from pipeline.adapters import mysql_store
+
+    writer = stack.mysql_url(settings)
+    mysql_store.ensure_schema(writer, stack.mysql_admin_url(settings))  # pipeline_repairs (schema 4)
+    for minute, what in reconcile.repair(client, writer, minutes):
+        print(f"repaired {reconcile.minute_text(minute.start_ms)} ({minute.status}): {what}",
+              file=sys.stderr if args.json else sys.stdout)
+    after = reconcile.run(client, stack.mysql_read_url(settings), args.symbol, start_ms, end_ms)
+    print(show(args.symbol, start_ms, end_ms, after))
+    return 0 if all_match(after) else 1
+
+
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
     from pathlib import Path
 
@@ -401,6 +450,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "two minutes; max: as fast as possible)")
     p_demo.add_argument("--out-dir", default="out", help="where the PNG and HTML go (default: ./out)")
     p_demo.set_defaults(func=_demo)
+
+    p_reconcile = sub.add_parser("reconcile", help="compare each final window with Binance's 1m klines; exit 0 "
+                                 "only when every final minute matches")
+    p_reconcile.add_argument("--symbol", type=str.upper, required=True)
+    p_reconcile.add_argument("--since", help="first minute, ISO UTC (e.g. 2026-01-01T12:00)")
+    p_reconcile.add_argument("--until", help="end of the range (exclusive), ISO UTC (default: now)")
+    p_reconcile.add_argument("--minutes", type=int, help="the last N whole minutes")
+    p_reconcile.add_argument("--json", action="store_true", help="the report as JSON")
+    p_reconcile.add_argument("--repair", action="store_true", help="rewrite each minute that does not match from "
+                             "the exchange's aggTrades (reference aggregator, one transaction each, recorded in "
+                             "pipeline_repairs), then compare again")
+    p_reconcile.add_argument("--base-url", default="https://api.binance.com", help=argparse.SUPPRESS)
+    p_reconcile.set_defaults(func=_reconcile)
 
     p_record = sub.add_parser("record", help="record live Binance answers into a cassette")
     p_record.add_argument("--out", required=True)

@@ -29,7 +29,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from pipeline.core.trades import Trade, parse_rest
 
-WEIGHTS = {"/api/v3/aggTrades": 4, "/api/v3/time": 1, "/api/v3/ping": 1}
+WEIGHTS = {"/api/v3/aggTrades": 4, "/api/v3/klines": 2, "/api/v3/time": 1, "/api/v3/ping": 1}
 FAULT_KINDS = frozenset({"5xx", "429", "418", "html200", "wrong_shape", "truncated", "slow", "reset"})
 INVALID_ODDS = 1 / 2000  # Binance's invalid records (p=0, q=0, f=l=-1), since 2022
 _STEPS = (-3, -2, -1, -1, 0, 0, 0, 1, 1, 2, 3)  # price moves, in ticks
@@ -254,6 +254,8 @@ class SimBinance:
             return _Answer(200, json.dumps({"serverTime": int(now * 1000)}).encode())
         if path == "/api/v3/ping":
             return _Answer(200, b"{}")
+        if path == "/api/v3/klines":
+            return self._klines(now, params)
         fault = self._take_fault(params.get("symbol"))
         if fault is None:
             return self._agg_trades(now, params)
@@ -301,6 +303,55 @@ class SimBinance:
                     self._faults.remove(fault)
                 return fault
         return None
+
+    def _klines(self, now: float, params: dict[str, str]) -> _Answer:
+        """1m klines consistent with the trades this market serves (Binance's invalid records left out), for
+        every minute from startTime to endTime up to now: a minute without trades repeats the last close."""
+        symbol = params.get("symbol", "")
+        if symbol not in self._tapes:
+            return _error(400, -1121, "Invalid symbol.")
+        if params.get("interval") != "1m":
+            return _error(400, -1120, "Invalid interval.")
+        try:
+            start, end = int(params["startTime"]), int(params["endTime"])
+            limit = int(params.get("limit", "500"))
+        except (KeyError, ValueError):
+            return _error(400, -1100, "Illegal characters found in a parameter.")
+        if not 1 <= limit <= 1000:
+            return _error(400, -1100, "Illegal characters found in parameter 'limit'; legal range is '1 - 1000'.")
+        now_ms = int(now * 1000)
+        for each in self._tapes.values():
+            each.advance(now_ms, self._frozen_ms)
+        tape = self._tapes[symbol]
+        by_minute: dict[int, list[dict[str, Any]]] = {}
+        for record in tape.records:
+            if record["f"] != -1:
+                by_minute.setdefault(record["T"] - record["T"] % 60_000, []).append(record)
+        if not tape.records:
+            return _Answer(200, b"[]")
+        first_minute = tape.records[0]["T"] - tape.records[0]["T"] % 60_000
+        minute = max(start - start % 60_000 + (60_000 if start % 60_000 else 0), first_minute)
+        last_close = None
+        for m in sorted(by_minute):
+            if m < minute:
+                last_close = by_minute[m][-1]["p"]
+        klines: list[list[Any]] = []
+        while minute <= min(end, now_ms) and len(klines) < limit:
+            records = by_minute.get(minute, [])
+            if records:
+                prices = [Decimal(r["p"]) for r in records]
+                volume = sum((Decimal(r["q"]) for r in records), Decimal(0))
+                quote = sum((Decimal(r["p"]) * Decimal(r["q"]) for r in records), Decimal(0))
+                last_close = records[-1]["p"]
+                klines.append([minute, records[0]["p"], f"{max(prices):.8f}", f"{min(prices):.8f}", records[-1]["p"],
+                               f"{volume:.8f}", minute + 59_999, f"{quote.quantize(Decimal('0.00000001'))}",
+                               sum(r["l"] - r["f"] + 1 for r in records), "0", "0", "0"])
+            else:
+                close = last_close or "0.00000000"
+                klines.append([minute, close, close, close, close, "0.00000000", minute + 59_999, "0.00000000", 0,
+                               "0", "0", "0"])
+            minute += 60_000
+        return _Answer(200, json.dumps(klines).encode())
 
     def _agg_trades(self, now: float, params: dict[str, str]) -> _Answer:
         symbol = params.get("symbol", "")

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 BASE_URL = "https://api.binance.com"
 AGG_TRADES_WEIGHT = 4
+KLINES_WEIGHT = 2  # GET /api/v3/klines, up to 1,000 minutes a request
 MAX_LIMIT = 1000
 
 
@@ -191,6 +192,23 @@ class BinanceClient:
         if not isinstance(body, list):
             raise BadAnswer(f"Binance answered GET aggTrades {symbol} with {str(body)[:200]!r}, not a list")
         return Page(records=body, server_time_ms=_server_time_ms(response), used_weight=self._used_weight)
+
+
+    def klines(self, symbol: str, start_ms: int, end_ms: int, limit: int = MAX_LIMIT) -> list[list[Any]]:
+        """1-minute klines opening in ``[start_ms, end_ms]`` (at most ``limit``), as Binance sends them: lists of
+        open time, open, high, low, close, volume, close time, quote volume, number of trades, ... The same
+        weight accounting, Retry-After and ban discipline as every request."""
+        params = {"symbol": symbol, "interval": "1m", "startTime": start_ms, "endTime": end_ms, "limit": limit}
+        response = self.get("/api/v3/klines", params, KLINES_WEIGHT)
+        try:
+            body = response.json()
+        except ValueError as exc:
+            raise BadAnswer(
+                f"Binance answered GET klines {symbol} with a body that is not JSON: {response.text[:120]!r}"
+            ) from exc
+        if not isinstance(body, list) or not all(isinstance(k, list) and len(k) >= 9 for k in body):
+            raise BadAnswer(f"Binance answered GET klines {symbol} with {str(body)[:200]!r}, not a list of klines")
+        return body
 
 
 def _server_time_ms(response: requests.Response) -> int | None:

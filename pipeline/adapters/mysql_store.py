@@ -117,6 +117,19 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             DROP INDEX by_position,
             ADD UNIQUE KEY by_message (topic, kafka_partition, kafka_offset, digest)""",
     ),
+    (
+        # Issue 13: `pipeline reconcile --repair` rewrites a final window from the exchange's trades; each rewrite
+        # is recorded with why and what the row held before.
+        """CREATE TABLE IF NOT EXISTS pipeline_repairs (
+            id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+            symbol VARCHAR(20) NOT NULL,
+            start_time DATETIME NOT NULL,
+            reason VARCHAR(1000) NOT NULL,
+            row_before TEXT NULL COMMENT 'the window as it was, JSON (NULL: there was none)',
+            repaired_at DATETIME(3) NOT NULL,
+            KEY by_window (symbol, start_time)
+        ) DEFAULT CHARACTER SET utf8mb4""",
+    ),
 )
 
 WINDOW_COLUMNS = ("symbol", "start_time", "end_time", "average_price", "open_price", "high_price", "low_price",
@@ -294,6 +307,23 @@ def write_windows(cur: Any, rows: Sequence[tuple[WindowRow, Accumulator, Sequenc
     if params:
         cur.executemany(UPSERT, params)
     return len(params)
+
+
+def repair_window(cur: Any, row: WindowRow, acc: Accumulator, ranges: Sequence[Range], reason: str) -> None:
+    """Replace (symbol, minute) with ``row``, final, and record why and what it held before, in the caller's
+    transaction. Only a repair may rewrite a final row: the upsert never does."""
+    import json
+
+    key = (row.symbol, utc(row.start_ms))
+    cur.execute(f"SELECT {', '.join(WINDOW_COLUMNS)} FROM moving_averages WHERE symbol = %s AND start_time = %s "
+                "FOR UPDATE", key)
+    found = cur.fetchone()
+    before = None if found is None else json.dumps(dict(zip(WINDOW_COLUMNS, found, strict=True)), default=str)
+    cur.execute("DELETE FROM moving_averages WHERE symbol = %s AND start_time = %s", key)
+    write_windows(cur, [(row, acc, ranges)])
+    cur.execute("UPDATE moving_averages SET is_final = 1 WHERE symbol = %s AND start_time = %s", key)
+    cur.execute("INSERT INTO pipeline_repairs (symbol, start_time, reason, row_before, repaired_at) "
+                "VALUES (%s, %s, %s, %s, %s)", (*key, reason[:1000], before, _now()))
 
 
 def add_late(cur: Any, late: Iterable[tuple[str, int, int]]) -> None:
