@@ -21,8 +21,8 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.partitioner.default import murmur2
 
-from pipeline.core import messages
-from pipeline.core.trades import Trade, id_ranges
+from pipeline.core import coverage, messages
+from pipeline.core.trades import Trade
 from pipeline.errors import ServiceError
 from pipeline.settings import KafkaSecurity
 
@@ -268,12 +268,21 @@ def published_ranges(bootstrap: str, topic: str, symbols: Iterable[str],
                      options: Options = None) -> dict[str, list[tuple[int, int]]]:
     """Exactly which agg ids of ``symbols`` the topic holds, as ranges: a full scan, for replays that overlap or
     precede what was published before."""
-    wanted, ids = set(symbols), defaultdict[str, list[int]](list)
+    wanted, runs = set(symbols), defaultdict[str, list[tuple[int, int]]](list)
 
     def visit(consumer: KafkaConsumer, tp: TopicPartition, begin: int, end: int, _partitions: int) -> None:
+        # Runs of consecutive ids, extended as they come (a symbol's ids arrive in order in its partition): memory
+        # grows with the gaps and repeats in the topic, not with its length (issue 13: not every id in a list).
         for trade in _trades_between(consumer, tp, begin, end):
-            if trade.symbol in wanted:
-                ids[trade.symbol].append(trade.agg_id)
+            if trade.symbol not in wanted:
+                continue
+            mine = runs[trade.symbol]
+            if mine and mine[-1][0] <= trade.agg_id <= mine[-1][1] + 1:
+                mine[-1] = (mine[-1][0], max(mine[-1][1], trade.agg_id))
+            else:
+                mine.append((trade.agg_id, trade.agg_id))
+                if len(mine) > 100_000:  # out of order for long: fold now and then
+                    runs[trade.symbol] = mine = coverage.union(mine)
 
     _scan(bootstrap, topic, visit, options)
-    return {symbol: id_ranges(agg_ids) for symbol, agg_ids in ids.items()}
+    return {symbol: coverage.union(found) for symbol, found in runs.items()}

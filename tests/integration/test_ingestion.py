@@ -238,3 +238,25 @@ def test_an_older_archive_replayed_after_a_newer_one_is_still_published(settings
     assert "published 0, invalid 0, rejected 0, duplicates skipped 600" in third.stdout, third.stdout
     published = trades_in(settings_for.kafka_bootstrap or "", settings_for.topic)
     assert sorted(published, key=lambda t: t.agg_id) == day1 + day2
+
+
+def test_published_ranges_are_exact_over_gaps_repeats_and_disorder(settings_for: Settings) -> None:
+    """What a replay skips as already published: exact ranges, kept as runs while the topic is read (not a list of
+    every id: issue 13), whatever gaps, repeats and out-of-order ids the topic holds."""
+    from pipeline.adapters import kafka_io
+
+    bootstrap = settings_for.kafka_bootstrap or ""
+    base = synthetic_trades("BTCUSDT", 1_735_689_600_000, 30, seed=3, first_agg_id=1)
+    other = synthetic_trades("ETHUSDT", 1_735_689_600_000, 5, seed=4, first_agg_id=500)
+    by_id = {t.agg_id: t for t in base}
+    order = [1, 2, 3, 4, 5, 3, 8, 9, 20, 6, 21, 22, 30]  # a repeat, a gap, one id late (6), another gap
+    kafka_io.ensure_topic(bootstrap, settings_for.topic)
+    sink = kafka_io.TradeSink(bootstrap, settings_for.topic)
+    for n, agg_id in enumerate(order):
+        sink.send_trade(by_id[agg_id])
+        if n < len(other):
+            sink.send_trade(other[n])
+    sink.flush()
+    sink.close()
+    assert kafka_io.published_ranges(bootstrap, settings_for.topic, ["BTCUSDT", "SOLUSDT"]) == {
+        "BTCUSDT": [(1, 6), (8, 9), (20, 22), (30, 30)]}
