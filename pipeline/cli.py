@@ -308,6 +308,22 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if report.get("ok") else 1
 
 
+def _backfill(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from pipeline import backfill
+
+    result = backfill.run(settings, [Path(p) for p in args.source], _stop_flag(),
+                          lambda text: print(text, file=sys.stderr, flush=True))
+    counts = result.summary.counts
+    print(f"backfill: published {result.published} trades (invalid {result.invalid}, already in the topic "
+          f"{result.duplicates}); {result.summary.line()}")
+    if counts.late_trades:
+        print(f"backfill: {counts.late_trades} trades belong to minutes already final: counted late, kept in "
+              "quarantine, not applied; `pipeline reconcile --repair` rewrites such minutes from the exchange")
+    return 0
+
+
 def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
     import re
     import time
@@ -450,6 +466,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "two minutes; max: as fast as possible)")
     p_demo.add_argument("--out-dir", default="out", help="where the PNG and HTML go (default: ./out)")
     p_demo.set_defaults(func=_demo)
+
+    p_backfill = sub.add_parser("backfill", help="compute the windows of archives or cassettes the stream never "
+                                "saw, with the same Spark job as a batch, into the same tables (never counting a "
+                                "trade twice, never changing a final minute)")
+    p_backfill.add_argument("--source", action="append", required=True, help="archive, cassette or directory "
+                            "(repeatable); every source is checked before anything is written")
+    p_backfill.set_defaults(func=_backfill)
 
     p_reconcile = sub.add_parser("reconcile", help="compare each final window with Binance's 1m klines; exit 0 "
                                  "only when every final minute matches")

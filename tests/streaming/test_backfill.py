@@ -1,0 +1,89 @@
+"""`pipeline backfill` against real Kafka, Spark and MySQL: history older than what a running stream holds lands
+exact and final beside it, through a private topic; a second backfill changes nothing; a bad source writes
+nothing."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from kafka.admin import KafkaAdminClient
+
+from pipeline.adapters import mysql_store
+from pipeline.settings import Settings
+from tests.archive_builder import synthetic_trades, write_archive
+from tests.cli_helpers import env_for, run
+from tests.integration.test_ingestion import CASSETTE, cassette_trades
+from tests.kafka_helpers import read_all
+from tests.reference_rows import assert_rows_match, expected_rows
+
+JAN_1_2025 = 1_735_689_600_000
+
+
+def _topics(bootstrap: str) -> set[str]:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        return set(admin.list_topics())
+    finally:
+        admin.close()
+
+
+def test_backfill_beside_a_running_stream_is_exact_repeatable_and_refuses_bad_sources(
+        settings_for: Settings, tmp_path: Path) -> None:
+    url = settings_for.mysql_url
+    bootstrap = settings_for.kafka_bootstrap or ""
+    assert url is not None and settings_for.checkpoint_dir is not None
+    env = env_for(settings_for)
+    stream = cassette_trades(CASSETTE)
+    # History the stream never saw: SOLUSDT (a symbol the stream also has) and XRPETH, a year earlier.
+    sol = synthetic_trades("SOLUSDT", JAN_1_2025, 2_000, seed=31, first_agg_id=10, spacing_ms=4_000)
+    xrp = synthetic_trades("XRPETH", JAN_1_2025, 800, seed=32, spacing_ms=9_000)
+    sources = [write_archive(tmp_path, "SOLUSDT", "2025-01-01", sol),
+               write_archive(tmp_path, "XRPETH", "2025-01-01", xrp, zipped=True)]
+    backfill = ["backfill", *[a for s in sources for a in ("--source", str(s))]]
+
+    processor = subprocess.Popen([sys.executable, "-m", "pipeline", "process", "--trigger-seconds", "0.5"], env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        started = settings_for.checkpoint_dir / "stream" / "metadata"
+        deadline = time.monotonic() + 300
+        while not started.exists():
+            assert processor.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        feed = subprocess.Popen([sys.executable, "-m", "pipeline", "replay", "--source", str(CASSETTE), "--speed",
+                                 "30x"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        first = run(backfill, env, timeout=900)  # while the stream is being fed
+        assert first.returncode == 0, first.stderr[-3000:]
+        assert feed.wait(timeout=300) == 0
+        want = len(expected_rows(stream + sol + xrp))
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and sum(r["is_final"] for r in mysql_store.read_windows(url)) < want:
+            time.sleep(1)
+        assert_rows_match(url, stream + sol + xrp)  # every window of both exact and final
+        assert "0 late trades" in first.stdout, first.stdout
+
+        # Nothing of the backfill went through the stream's topic, and its private topic is gone.
+        assert {v for _, _, _, v in read_all(bootstrap, settings_for.topic) if b"XRPETH" in v} == set()
+        assert not [t for t in _topics(bootstrap) if t.startswith(f"{settings_for.topic}.backfill.")]
+
+        before = mysql_store.read_windows(url)
+        again = run(backfill, env, timeout=900)
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert "0 window rows written" in again.stdout and "0 trades counted" in again.stdout, again.stdout
+        assert mysql_store.read_windows(url) == before  # not a value, not even updated_at
+    finally:
+        processor.send_signal(signal.SIGTERM)
+        processor.wait(timeout=120)
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    broken = write_archive(bad, "ADAUSDT", "2025-01-02", synthetic_trades("ADAUSDT", JAN_1_2025 + 86_400_000, 50,
+                                                                            seed=33))
+    broken.write_text(broken.read_text().replace(",", ";", 1))
+    topics = _topics(bootstrap)
+    refused = run(["backfill", "--source", str(sources[0]), "--source", str(broken)], env, timeout=300)
+    assert refused.returncode == 4 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert _topics(bootstrap) == topics and mysql_store.read_windows(url) == before
