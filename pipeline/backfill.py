@@ -1,4 +1,5 @@
-"""``pipeline backfill --source PATH ...``: history the stream never saw, through the same Spark job, as a batch.
+"""``pipeline backfill --source PATH ... | --symbol S --from T --until T``: history the stream never saw, through
+the same Spark job, as a batch (archives and cassettes, or aggTrades fetched from Binance by time).
 
     validate every source (nothing is written if one is bad)
     -> publish them into a private topic (<topic>.backfill.<run>), as `pipeline replay` would
@@ -15,13 +16,16 @@ and `pipeline reconcile --repair` rewrites such a minute from the exchange. Repe
 from __future__ import annotations
 
 import dataclasses
+import logging
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -33,8 +37,41 @@ class Result:
     summary: Any  # the job's JobSummary
 
 
+def exchange_trades(client: Any, symbol: str, from_ms: int, until_ms: int,
+                    counters: Any) -> tuple[Iterator[Any], int | None]:
+    """The aggTrades of ``symbol`` with ``from_ms <= T < until_ms``, fetched page by page as they are published
+    (memory stays one page whatever the range), then a heartbeat covering the range; and the first agg id (None:
+    nothing in the range). The first id comes from ``poller.first_id_at``, which does not trust how Binance cuts
+    a time range."""
+    from pipeline.core.messages import Heartbeat
+    from pipeline.core.trades import MalformedTrade, parse_rest
+    from pipeline.poller import first_id_at
+
+    first = first_id_at(client, symbol, from_ms)
+
+    def pages() -> Iterator[Any]:
+        cursor = first
+        while cursor is not None:
+            records = client.agg_trades(symbol, from_id=cursor, limit=1000).records
+            trades = []
+            for record in records:
+                try:
+                    trades.append(parse_rest(symbol, record))
+                except MalformedTrade as exc:
+                    counters.rejected += 1
+                    log.error("%s: rejected a record Binance sent: %s", symbol, exc)
+            yield from (t for t in trades if from_ms <= t.event_time_ms < until_ms)
+            if len(records) < 1000 or not trades or trades[-1].event_time_ms >= until_ms:
+                break
+            cursor = trades[-1].agg_id + 1
+        yield Heartbeat(symbol, from_ms, until_ms)
+
+    return pages(), first
+
+
 def run(settings: Settings, paths: list[Path], stop: Callable[[], bool],
-        announce: Callable[[str], None]) -> Result:
+        announce: Callable[[str], None], fetched: list[tuple[Iterator[Any], dict[str, int]]] | None = None,
+        counters: Any = None) -> Result:
     from kafka.admin import KafkaAdminClient
     from kafka.errors import KafkaError
 
@@ -42,14 +79,18 @@ def run(settings: Settings, paths: list[Path], stop: Callable[[], bool],
     from pipeline.services import stack
     from pipeline.spark.job import checkpoint_location
 
-    counters = producer.Counters()
+    counters = counters or producer.Counters()
     sources, lowest = replay.open_sources(paths, counters, settings.watermark_seconds * 1000)  # all checked first
+    sources = [*sources, *(items for items, _ in fetched or [])]
+    for _, first_ids in fetched or []:
+        for symbol, agg_id in first_ids.items():
+            lowest[symbol] = min(lowest.get(symbol, agg_id), agg_id)
     run_id = uuid.uuid4().hex[:12]
     base = stack.checkpoint_dir(settings)
     checkpoint: Path | str = base / f"backfill-{run_id}" if isinstance(base, Path) else \
         checkpoint_location(base, f"backfill-{run_id}")
     mine = dataclasses.replace(settings, topic=f"{settings.topic}.backfill.{run_id}", checkpoint_dir=checkpoint)
-    announce(f"backfill: {len(paths)} source(s) into private topic {mine.topic}")
+    announce(f"backfill: {len(sources)} source(s) into private topic {mine.topic}")
     bootstrap = stack.kafka_bootstrap(settings)
     try:
         progress = producer.Progress(counters)

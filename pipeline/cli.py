@@ -308,13 +308,46 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if report.get("ok") else 1
 
 
+def _utc_text(ms: int) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 def _backfill(args: argparse.Namespace, settings: Settings) -> int:
     from pathlib import Path
 
-    from pipeline import backfill
+    from pipeline import backfill, producer
 
-    result = backfill.run(settings, [Path(p) for p in args.source], _stop_flag(),
-                          lambda text: print(text, file=sys.stderr, flush=True))
+    def announce(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    by_time = args.start is not None or args.until is not None or args.symbol
+    if not args.source and not by_time:
+        raise ConfigError("give --source PATH, or --symbol S with --from and --until (ISO UTC)")
+    counters = producer.Counters()
+    fetched = []
+    if by_time:
+        import time
+        from datetime import UTC
+
+        from pipeline.adapters.binance import BinanceClient, make_session
+
+        since, until = _utc_time(args.start, "--from"), _utc_time(args.until, "--until")
+        if since is None or until is None or not args.symbol:
+            raise ConfigError("fetching by time needs --symbol, --from and --until")
+        from_ms, until_ms = (int(t.replace(tzinfo=UTC).timestamp() * 1000) for t in (since, until))
+        settled_ms = int(time.time() * 1000) - settings.watermark_seconds * 1000
+        if not 1_483_228_800_000 <= from_ms < until_ms <= settled_ms:
+            raise ConfigError("--from must be before --until, after 2017, and --until at least "
+                              f"PIPELINE_WATERMARK_SECONDS ({settings.watermark_seconds} s) in the past")
+        client = BinanceClient(session=make_session(), base_url=args.base_url)
+        for symbol in dict.fromkeys(s.upper() for s in args.symbol):
+            items, first = backfill.exchange_trades(client, symbol, from_ms, until_ms, counters)
+            fetched.append((items, {symbol: first} if first is not None else {}))
+            announce(f"backfill: {symbol} from agg id {first} ({_utc_text(from_ms)} .. {_utc_text(until_ms)})")
+    result = backfill.run(settings, [Path(p) for p in args.source or []], _stop_flag(), announce, fetched,
+                          counters)
     counts = result.summary.counts
     print(f"backfill: published {result.published} trades (invalid {result.invalid}, already in the topic "
           f"{result.duplicates}); {result.summary.line()}")
@@ -470,8 +503,14 @@ def build_parser() -> argparse.ArgumentParser:
     p_backfill = sub.add_parser("backfill", help="compute the windows of archives or cassettes the stream never "
                                 "saw, with the same Spark job as a batch, into the same tables (never counting a "
                                 "trade twice, never changing a final minute)")
-    p_backfill.add_argument("--source", action="append", required=True, help="archive, cassette or directory "
-                            "(repeatable); every source is checked before anything is written")
+    p_backfill.add_argument("--source", action="append", help="archive, cassette or directory (repeatable); every "
+                            "source is checked before anything is written")
+    p_backfill.add_argument("--symbol", action="append", help="fetch this symbol's aggTrades from Binance by time "
+                            "(repeatable; with --from and --until)")
+    p_backfill.add_argument("--from", dest="start", help="first instant fetched, ISO UTC (e.g. 2026-01-01T00:00)")
+    p_backfill.add_argument("--until", help="end of the fetched range (exclusive), ISO UTC; settled: at least "
+                            "PIPELINE_WATERMARK_SECONDS in the past")
+    p_backfill.add_argument("--base-url", default="https://api.binance.com", help=argparse.SUPPRESS)
     p_backfill.set_defaults(func=_backfill)
 
     p_reconcile = sub.add_parser("reconcile", help="compare each final window with Binance's 1m klines; exit 0 "
