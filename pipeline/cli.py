@@ -213,7 +213,7 @@ def _record(args: argparse.Namespace, settings: Settings) -> int:
     import time
     from pathlib import Path
 
-    from pipeline import poller, producer
+    from pipeline import poller, producer, reconcile
     from pipeline.adapters import cassettes
     from pipeline.adapters.binance import BinanceClient, make_session
     from pipeline.core.messages import Heartbeat
@@ -226,11 +226,19 @@ def _record(args: argparse.Namespace, settings: Settings) -> int:
     client = BinanceClient(session=make_session(), base_url=args.base_url)
     states = poller.start_states(settings.symbols, {}, int(time.time() * 1000))
     seen = 0
+    minutes = 0
     with cassettes.recording(Path(args.out)):
         for item in poller.poll(client, states, counters, lag_ms=settings.watermark_seconds * 1000,
                                 stop=lambda: stop() or time.monotonic() > deadline):
             seen += 0 if isinstance(item, Heartbeat) else 1
-    print(f"record: {client.requests_sent} requests, {seen} trades recorded into {args.out}")
+        # The exchange's 1m klines of every minute recorded complete, so `pipeline reconcile --cassette` can
+        # prove a replay of this recording with no network.
+        for state in states.values():
+            first, last = state.covered_from_ms, state.complete_before_ms - state.complete_before_ms % 60_000
+            if last > first:
+                minutes += len(reconcile.fetch_klines(client, state.symbol, first, last))
+    print(f"record: {client.requests_sent} requests, {seen} trades and {minutes} minutes of klines recorded "
+          f"into {args.out}")
     return 0
 
 
@@ -361,8 +369,10 @@ def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
     import re
     import time
     from datetime import UTC
+    from pathlib import Path
 
     from pipeline import reconcile
+    from pipeline.adapters import cassettes
     from pipeline.adapters.binance import BinanceClient, make_session
     from pipeline.core.reconcile import all_match
     from pipeline.core.trades import SYMBOL_PATTERN
@@ -371,9 +381,14 @@ def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
 
     if not re.match(SYMBOL_PATTERN, args.symbol):
         raise ConfigError(f"--symbol {args.symbol!r} is not a Binance symbol")
-    if (args.minutes is None) == (args.since is None):
+    cassette = Path(args.cassette) if args.cassette else None
+    if cassette is not None:
+        if args.minutes is not None or args.since is not None or args.until is not None:
+            raise ConfigError("--cassette takes the range the recording holds klines for: no --since/--minutes")
+        start_ms, end_ms = reconcile.recorded_range(cassette, args.symbol)
+    elif (args.minutes is None) == (args.since is None):
         raise ConfigError("give --since (with --until, default now) or --minutes N (the last N whole minutes)")
-    if args.since is not None:
+    elif args.since is not None:
         since = _utc_time(args.since, "--since")
         until = _utc_time(args.until, "--until") if args.until else None
         assert since is not None
@@ -389,7 +404,13 @@ def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
     if end_ms <= start_ms:
         raise ConfigError("the range holds no whole minute")
     client = BinanceClient(session=make_session(), base_url=args.base_url)
-    minutes = reconcile.run(client, stack.mysql_read_url(settings), args.symbol, start_ms, end_ms)
+    if cassette is not None:
+        if args.repair:
+            raise ConfigError("--repair needs the exchange itself, not a recording")
+        with cassettes.playback(cassette):
+            minutes = reconcile.run(client, stack.mysql_read_url(settings), args.symbol, start_ms, end_ms)
+    else:
+        minutes = reconcile.run(client, stack.mysql_read_url(settings), args.symbol, start_ms, end_ms)
     show = reconcile.as_json if args.json else reconcile.as_text
     print(show(args.symbol, start_ms, end_ms, minutes))
     if not args.repair or all_match(minutes):
@@ -520,6 +541,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_reconcile.add_argument("--until", help="end of the range (exclusive), ISO UTC (default: now)")
     p_reconcile.add_argument("--minutes", type=int, help="the last N whole minutes")
     p_reconcile.add_argument("--json", action="store_true", help="the report as JSON")
+    p_reconcile.add_argument("--cassette", help="take the klines from a recording (`pipeline record` keeps them), "
+                             "for the range it holds: no network")
     p_reconcile.add_argument("--repair", action="store_true", help="rewrite each minute that does not match from "
                              "the exchange's aggTrades (reference aggregator, one transaction each, recorded in "
                              "pipeline_repairs), then compare again")

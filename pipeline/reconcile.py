@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from pipeline.core import reconcile
 from pipeline.core.windows import WINDOW_MS
@@ -33,6 +35,27 @@ def fetch_klines(client: Any, symbol: str, start_ms: int, end_ms: int) -> dict[i
                 out[kline.start_ms] = kline
         cursor = last + 1
     return out
+
+
+def recorded_range(cassette: Path, symbol: str) -> tuple[int, int]:
+    """The minutes a recording holds klines of ``symbol`` for (what ``pipeline record`` asked at its end)."""
+    import yaml
+
+    from pipeline.errors import InputError
+
+    try:
+        uris = [i["request"]["uri"] for i in yaml.safe_load(cassette.read_text())["interactions"]]
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
+        raise InputError(f"{cassette}: not a readable vcrpy cassette ({type(exc).__name__})") from exc
+    spans = []
+    for uri in uris:
+        parts = urlsplit(uri)
+        query = parse_qs(parts.query)
+        if parts.path.endswith("/klines") and query.get("symbol") == [symbol]:
+            spans.append((int(query["startTime"][0]), int(query["endTime"][0]) + 1))
+    if not spans:
+        raise InputError(f"{cassette}: no klines of {symbol} recorded (recorded by an older `pipeline record`?)")
+    return min(s for s, _ in spans), max(e for _, e in spans)
 
 
 def read_windows(url: MysqlUrl, symbol: str, start_ms: int, end_ms: int) -> dict[int, dict[str, Any]]:

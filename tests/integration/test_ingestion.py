@@ -34,8 +34,8 @@ def cassette_trades(path: Path) -> list[Trade]:
     out = []
     for interaction in yaml.safe_load(path.read_text())["interactions"]:
         uri = interaction["request"]["uri"]
-        if "fromId=" not in uri and "startTime=" not in uri:
-            continue
+        if "/aggTrades" not in uri or ("fromId=" not in uri and "startTime=" not in uri):
+            continue  # klines, time, or a request that locates the first id
         symbol = uri.split("symbol=")[1].split("&")[0]
         out.extend(parse_rest(symbol, r) for r in json.loads(interaction["response"]["body"]["string"]))
     return out
