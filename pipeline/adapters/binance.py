@@ -183,32 +183,29 @@ class BinanceClient:
             params["endTime"] = end_time_ms
         params["limit"] = limit
         response = self.get("/api/v3/aggTrades", params, AGG_TRADES_WEIGHT)
-        try:
-            body = response.json()
-        except ValueError as exc:
-            raise BadAnswer(
-                f"Binance answered GET aggTrades {symbol} with a body that is not JSON: {response.text[:120]!r}"
-            ) from exc
-        if not isinstance(body, list):
-            raise BadAnswer(f"Binance answered GET aggTrades {symbol} with {str(body)[:200]!r}, not a list")
+        body = _json_list(response, f"aggTrades {symbol}")
         return Page(records=body, server_time_ms=_server_time_ms(response), used_weight=self._used_weight)
-
 
     def klines(self, symbol: str, start_ms: int, end_ms: int, limit: int = MAX_LIMIT) -> list[list[Any]]:
         """1-minute klines opening in ``[start_ms, end_ms]`` (at most ``limit``), as Binance sends them: lists of
         open time, open, high, low, close, volume, close time, quote volume, number of trades, ... The same
         weight accounting, Retry-After and ban discipline as every request."""
         params = {"symbol": symbol, "interval": "1m", "startTime": start_ms, "endTime": end_ms, "limit": limit}
-        response = self.get("/api/v3/klines", params, KLINES_WEIGHT)
-        try:
-            body = response.json()
-        except ValueError as exc:
-            raise BadAnswer(
-                f"Binance answered GET klines {symbol} with a body that is not JSON: {response.text[:120]!r}"
-            ) from exc
-        if not isinstance(body, list) or not all(isinstance(k, list) and len(k) >= 9 for k in body):
+        body = _json_list(self.get("/api/v3/klines", params, KLINES_WEIGHT), f"klines {symbol}")
+        if not all(isinstance(k, list) and len(k) >= 9 for k in body):
             raise BadAnswer(f"Binance answered GET klines {symbol} with {str(body)[:200]!r}, not a list of klines")
         return body
+
+
+def _json_list(response: requests.Response, what: str) -> list[Any]:
+    """The answer's JSON list, or ``BadAnswer`` saying what came instead (an HTML page, an object, half a body)."""
+    try:
+        body = response.json()
+    except ValueError as exc:
+        raise BadAnswer(f"Binance answered GET {what} with a body that is not JSON: {response.text[:120]!r}") from exc
+    if not isinstance(body, list):
+        raise BadAnswer(f"Binance answered GET {what} with {str(body)[:200]!r}, not a list")
+    return body
 
 
 def _server_time_ms(response: requests.Response) -> int | None:
