@@ -34,7 +34,7 @@ class Result:
     published: int
     invalid: int
     duplicates: int
-    summary: Any  # the job's JobSummary
+    summary: Any  # the job's JobSummary; None: interrupted before the job ran
 
 
 def exchange_trades(client: Any, symbol: str, from_ms: int, until_ms: int,
@@ -44,26 +44,12 @@ def exchange_trades(client: Any, symbol: str, from_ms: int, until_ms: int,
     nothing in the range). The first id comes from ``poller.first_id_at``, which does not trust how Binance cuts
     a time range."""
     from pipeline.core.messages import Heartbeat
-    from pipeline.core.trades import MalformedTrade, parse_rest
-    from pipeline.poller import first_id_at
+    from pipeline.poller import first_id_at, trades_between
 
     first = first_id_at(client, symbol, from_ms)
 
     def pages() -> Iterator[Any]:
-        cursor = first
-        while cursor is not None:
-            records = client.agg_trades(symbol, from_id=cursor, limit=1000).records
-            trades = []
-            for record in records:
-                try:
-                    trades.append(parse_rest(symbol, record))
-                except MalformedTrade as exc:
-                    counters.rejected += 1
-                    log.error("%s: rejected a record Binance sent: %s", symbol, exc)
-            yield from (t for t in trades if from_ms <= t.event_time_ms < until_ms)
-            if len(records) < 1000 or not trades or trades[-1].event_time_ms >= until_ms:
-                break
-            cursor = trades[-1].agg_id + 1
+        yield from trades_between(client, symbol, from_ms, until_ms, counters)
         yield Heartbeat(symbol, from_ms, until_ms)
 
     return pages(), first
@@ -97,6 +83,9 @@ def run(settings: Settings, paths: list[Path], stop: Callable[[], bool],
         replay.publish_items(mine, producer.merge_by_time(sources), lowest, counters, speed=None, stop=stop,
                              progress=progress)
         progress.done()
+        if stop():  # interrupted while publishing: compute nothing from half of it
+            announce("backfill: interrupted; nothing computed (run it again: what was published is dropped)")
+            return Result(mine.topic, counters.published, counters.invalid, counters.duplicates, None)
         announce(f"backfill: {counters.published:,} trades published; the Spark job computes their windows")
         summary = compose.process(mine, until_idle=True)
     finally:

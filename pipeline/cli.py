@@ -356,6 +356,8 @@ def _backfill(args: argparse.Namespace, settings: Settings) -> int:
             announce(f"backfill: {symbol} from agg id {first} ({_utc_text(from_ms)} .. {_utc_text(until_ms)})")
     result = backfill.run(settings, [Path(p) for p in args.source or []], _stop_flag(), announce, fetched,
                           counters)
+    if result.summary is None:
+        return 130
     counts = result.summary.counts
     print(f"backfill: published {result.published} trades (invalid {result.invalid}, already in the topic "
           f"{result.duplicates}); {result.summary.line()}")
@@ -399,8 +401,12 @@ def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
             raise ConfigError("--minutes takes 1 to 100000, without --until")
         end_ms = int(time.time() * 1000)
         start_ms = end_ms - end_ms % WINDOW_MS - args.minutes * WINDOW_MS
+    # Only settled minutes: trades reach Binance's REST up to PIPELINE_WATERMARK_SECONDS late, and the producer
+    # declares a minute complete only after that (a younger minute would be judged before it could be final).
+    if cassette is None:
+        end_ms = min(end_ms, int(time.time() * 1000) - settings.watermark_seconds * 1000)
     start_ms -= start_ms % WINDOW_MS
-    end_ms -= end_ms % WINDOW_MS  # whole minutes only: the current one is still forming
+    end_ms -= end_ms % WINDOW_MS  # whole minutes only
     if end_ms <= start_ms:
         raise ConfigError("the range holds no whole minute")
     client = BinanceClient(session=make_session(), base_url=args.base_url)
@@ -412,18 +418,28 @@ def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
     else:
         minutes = reconcile.run(client, stack.mysql_read_url(settings), args.symbol, start_ms, end_ms)
     show = reconcile.as_json if args.json else reconcile.as_text
-    print(show(args.symbol, start_ms, end_ms, minutes))
     if not args.repair or all_match(minutes):
+        print(show(args.symbol, start_ms, end_ms, minutes))
         return 0 if all_match(minutes) else 1
+    if not args.json:
+        print(show(args.symbol, start_ms, end_ms, minutes))
     from pipeline.adapters import mysql_store
 
     writer = stack.mysql_url(settings)
     mysql_store.ensure_schema(writer, stack.mysql_admin_url(settings))  # pipeline_repairs (schema 4)
-    for minute, what in reconcile.repair(client, writer, minutes):
-        print(f"repaired {reconcile.minute_text(minute.start_ms)} ({minute.status}): {what}",
-              file=sys.stderr if args.json else sys.stdout)
+    repaired = reconcile.repair(client, writer, minutes)
     after = reconcile.run(client, stack.mysql_read_url(settings), args.symbol, start_ms, end_ms)
-    print(show(args.symbol, start_ms, end_ms, after))
+    if args.json:  # one document: before, what was repaired, after
+        import json
+
+        print(json.dumps({"before": json.loads(show(args.symbol, start_ms, end_ms, minutes)),
+                          "repaired": [{"start": reconcile.minute_text(m.start_ms), "status": m.status, "done": what}
+                                       for m, what in repaired],
+                          "after": json.loads(show(args.symbol, start_ms, end_ms, after))}, indent=2))
+    else:
+        for minute, what in repaired:
+            print(f"repaired {reconcile.minute_text(minute.start_ms)} ({minute.status}): {what}")
+        print(show(args.symbol, start_ms, end_ms, after))
     return 0 if all_match(after) else 1
 
 

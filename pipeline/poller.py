@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Protocol
 
-from pipeline.adapters.binance import MAX_LIMIT, ExchangeUnavailable, Page, RateLimited
+from pipeline.adapters.binance import MAX_LIMIT, BadAnswer, ExchangeUnavailable, Page, RateLimited
 from pipeline.core.messages import Heartbeat, ResumePoint
 from pipeline.core.trades import MalformedTrade, Trade, parse_rest
 from pipeline.core.windows import WINDOW_MS, window_start_ms
@@ -130,6 +130,28 @@ def first_id_at(source: TradeSource, symbol: str, time_ms: int) -> int | None:
         else:
             low = agg_id + 1
     return best
+
+
+def trades_between(source: TradeSource, symbol: str, from_ms: int, until_ms: int,
+                   counters: Counters) -> Iterator[Trade]:
+    """Every aggTrade of ``symbol`` with ``from_ms <= T < until_ms``, page by page (memory: one page): the first
+    id by ``first_id_at``, then ``fromId`` pages. The cursor moves past the highest id a page *sent*, so a record
+    that does not parse is counted and skipped, never the end of the walk; a page with no usable id at all is an
+    error, not the end (the caller's heartbeat would otherwise claim the rest complete)."""
+    cursor = first_id_at(source, symbol, from_ms)
+    while cursor is not None:
+        page = source.agg_trades(symbol, from_id=cursor, limit=MAX_LIMIT)
+        sent = _ids_and_times(page)
+        for trade in _parse_page(symbol, page.records, counters):
+            if from_ms <= trade.event_time_ms < until_ms:
+                yield trade
+        if len(page.records) < MAX_LIMIT:
+            return
+        if not sent:
+            raise BadAnswer(f"Binance sent {symbol} a full page without one usable agg id (fromId={cursor})")
+        if max(t for _, t in sent) >= until_ms:
+            return
+        cursor = max(i for i, _ in sent) + 1
 
 
 def _parse_page(symbol: str, records: Sequence[object], counters: Counters) -> list[Trade]:

@@ -9,6 +9,7 @@ kline's 8 places) and trade count are the exchange's own. Open windows are liste
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -118,22 +119,13 @@ REPAIRABLE = ("mismatch", "missing_in_table", "missing_at_exchange")
 
 
 def minute_trades(client: Any, symbol: str, start_ms: int) -> list[Any]:
-    """Every valid aggTrade of one minute, fetched by time: the minute's first agg id (``poller.first_id_at``,
-    which does not trust how Binance cuts a time range), then pages by ``fromId`` until past the minute."""
-    from pipeline.core.trades import invalid_reason, parse_rest
-    from pipeline.poller import first_id_at
+    """Every valid aggTrade of one minute, fetched by time (``poller.trades_between``)."""
+    from pipeline.core.trades import invalid_reason
+    from pipeline.poller import trades_between
+    from pipeline.producer import Counters
 
-    end_ms = start_ms + WINDOW_MS
-    first = first_id_at(client, symbol, start_ms)
-    trades: list[Any] = []
-    while first is not None:
-        page = client.agg_trades(symbol, from_id=first, limit=1000).records
-        parsed = [parse_rest(symbol, r) for r in page]
-        trades.extend(t for t in parsed if start_ms <= t.event_time_ms < end_ms)
-        if len(page) < 1000 or not parsed or parsed[-1].event_time_ms >= end_ms:
-            break
-        first = parsed[-1].agg_id + 1
-    return [t for t in trades if invalid_reason(t) is None]
+    return [t for t in trades_between(client, symbol, start_ms, start_ms + WINDOW_MS, Counters())
+            if invalid_reason(t) is None]
 
 
 def repair(client: Any, url: MysqlUrl, minutes: Sequence[reconcile.Minute]) -> list[tuple[reconcile.Minute, str]]:
@@ -151,16 +143,26 @@ def repair(client: Any, url: MysqlUrl, minutes: Sequence[reconcile.Minute]) -> l
         acc = windows.initialize()
         for trade in sorted({t.agg_id: t for t in trades}.values(), key=lambda t: t.agg_id):
             acc = windows.add(acc, trade)
-        with mysql_store.transaction(url) as cur:
-            if not trades:  # the exchange has no trade in this minute: neither may the table
-                cur.execute("DELETE FROM moving_averages WHERE symbol = %s AND start_time = %s",
-                            (minute.symbol, mysql_store.utc(minute.start_ms)))
-                cur.execute("INSERT INTO pipeline_repairs (symbol, start_time, reason, row_before, repaired_at) "
-                            "VALUES (%s, %s, %s, NULL, UTC_TIMESTAMP(3))",
-                            (minute.symbol, mysql_store.utc(minute.start_ms), reason[:1000]))
-                done.append((minute, "removed: the exchange has no trade in it"))
-                continue
-            row = windows.result(minute.symbol, minute.start_ms, acc)
-            mysql_store.repair_window(cur, row, acc, id_ranges(t.agg_id for t in trades), reason)
+        what = f"repair {minute.symbol} {minute_text(minute.start_ms)}"
+        if not trades:  # the exchange has no trade in this minute: neither may the table
+            mysql_store.with_retries(url, functools.partial(_remove, minute, reason), what)
+            done.append((minute, "removed: the exchange has no trade in it"))
+            continue
+        row = windows.result(minute.symbol, minute.start_ms, acc)
+        # Repeatable, so retried like a batch when it meets the running stream's locks (deadlock, lock wait).
+        mysql_store.with_retries(url, functools.partial(_rewrite, row, acc, id_ranges(t.agg_id for t in trades),
+                                                        reason), what)
         done.append((minute, f"rewritten from {len(trades)} aggTrades ({row.trade_count} trades)"))
     return done
+
+
+def _remove(minute: reconcile.Minute, reason: str, cur: Any) -> None:
+    from pipeline.adapters import mysql_store
+
+    mysql_store.remove_window(cur, minute.symbol, minute.start_ms, reason)
+
+
+def _rewrite(row: Any, acc: Any, ranges: Any, reason: str, cur: Any) -> None:
+    from pipeline.adapters import mysql_store
+
+    mysql_store.repair_window(cur, row, acc, ranges, reason)

@@ -91,8 +91,9 @@ def oldest_unread_ms(bootstrap: str, topic: str, positions: Mapping[int, int], e
     behind = {p: pos for p, pos in positions.items() if pos < ends.get(p, 0)}
     if not behind:
         return None
+    # earliest: a position retention has deleted reads from the oldest message kept (then older than any left)
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, request_timeout_ms=15_000,
-                             **client_options(options))
+                             auto_offset_reset="earliest", **client_options(options))
     try:
         oldest: int | None = None
         for partition, position in behind.items():

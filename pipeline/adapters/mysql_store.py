@@ -312,18 +312,31 @@ def write_windows(cur: Any, rows: Sequence[tuple[WindowRow, Accumulator, Sequenc
 def repair_window(cur: Any, row: WindowRow, acc: Accumulator, ranges: Sequence[Range], reason: str) -> None:
     """Replace (symbol, minute) with ``row``, final, and record why and what it held before, in the caller's
     transaction. Only a repair may rewrite a final row: the upsert never does."""
-    import json
-
     key = (row.symbol, utc(row.start_ms))
-    cur.execute(f"SELECT {', '.join(WINDOW_COLUMNS)} FROM moving_averages WHERE symbol = %s AND start_time = %s "
-                "FOR UPDATE", key)
-    found = cur.fetchone()
-    before = None if found is None else json.dumps(dict(zip(WINDOW_COLUMNS, found, strict=True)), default=str)
-    cur.execute("DELETE FROM moving_averages WHERE symbol = %s AND start_time = %s", key)
+    before = _take_window(cur, key)
     write_windows(cur, [(row, acc, ranges)])
     cur.execute("UPDATE moving_averages SET is_final = 1 WHERE symbol = %s AND start_time = %s", key)
     cur.execute("INSERT INTO pipeline_repairs (symbol, start_time, reason, row_before, repaired_at) "
                 "VALUES (%s, %s, %s, %s, %s)", (*key, reason[:1000], before, _now()))
+
+
+def remove_window(cur: Any, symbol: str, start_ms: int, reason: str) -> None:
+    """Delete (symbol, minute), recording why and what it held, in the caller's transaction."""
+    key = (symbol, utc(start_ms))
+    before = _take_window(cur, key)
+    cur.execute("INSERT INTO pipeline_repairs (symbol, start_time, reason, row_before, repaired_at) "
+                "VALUES (%s, %s, %s, %s, %s)", (*key, reason[:1000], before, _now()))
+
+
+def _take_window(cur: Any, key: tuple[str, datetime]) -> str | None:
+    """The row as JSON (locked), then deleted; None if there was none."""
+    import json
+
+    cur.execute(f"SELECT {', '.join(WINDOW_COLUMNS)} FROM moving_averages WHERE symbol = %s AND start_time = %s "
+                "FOR UPDATE", key)
+    found = cur.fetchone()
+    cur.execute("DELETE FROM moving_averages WHERE symbol = %s AND start_time = %s", key)
+    return None if found is None else json.dumps(dict(zip(WINDOW_COLUMNS, found, strict=True)), default=str)
 
 
 def add_late(cur: Any, late: Iterable[tuple[str, int, int]]) -> None:

@@ -25,8 +25,8 @@ MINUTES = 12
 
 @pytest.fixture
 def exchange() -> Iterator[tuple[SimBinance, str, int, int]]:
-    now_ms = int(time.time() * 1000)
-    end_ms = now_ms - now_ms % 60_000  # whole minutes only
+    settled_ms = int(time.time() * 1000) - 15_000  # reconcile judges only minutes older than the watermark (10 s)
+    end_ms = settled_ms - settled_ms % 60_000  # whole minutes only
     start_ms = end_ms - MINUTES * 60_000
     sim = SimBinance([MARKETS[SYMBOL]], seed=13, history_start_ms=start_ms - 60_000)
     base_url = sim.start()

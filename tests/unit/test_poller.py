@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from typing import Any
 
@@ -196,3 +197,38 @@ def test_once_reached_an_outage_is_retried_however_long_it_lasts() -> None:
     outage = _Unreachable(ExchangeUnavailable("GET failed: ConnectionError: Temporary failure in name resolution"))
     run(outage, clock, states, until_s=clock() + 3 * poller.NEVER_REACHED_S, counters=counters)  # type: ignore[arg-type]
     assert outage.requests > 10  # still asking, never raised
+
+
+def _record(agg_id: int, t_ms: int) -> dict[str, Any]:
+    return {"a": agg_id, "p": "10.00000000", "q": "1.00000000", "f": agg_id * 2, "l": agg_id * 2, "T": t_ms,
+            "m": False, "M": True}
+
+
+def test_trades_between_walks_pages_past_malformed_records_and_stops_at_the_range_end() -> None:
+    """Three pages of 1,000 (a malformed record on the first one), ids one per 100 ms: exactly the range's trades
+    come back, the malformed one is counted, and the walk never stops early because a record did not parse."""
+    start = 1_767_268_800_000
+    records = [_record(i, start + i * 100) for i in range(1, 3_500)]
+    records[500]["p"] = "not a price"
+    exchange = InMemoryExchange({"BTCUSDT": records}, clock=lambda: (start + 3_600_000) / 1000)
+    counters = producer.Counters()
+    got = list(poller.trades_between(exchange, "BTCUSDT", start + 1_000, start + 250_000, counters))
+    assert [t.agg_id for t in got] == [i for i in range(10, 2_500) if i != 501]
+    assert counters.rejected == 1
+
+
+def test_trades_between_refuses_a_full_page_with_no_usable_id() -> None:
+    start = 1_767_268_800_000
+    exchange = InMemoryExchange({"BTCUSDT": [_record(i, start + i) for i in range(1, 2_000)]},
+                                clock=lambda: (start + 60_000) / 1000)
+    real = exchange.agg_trades
+
+    def garbage(symbol: str, **kwargs: Any) -> Any:
+        page = real(symbol, **kwargs)
+        if kwargs.get("from_id") is not None:
+            page = dataclasses.replace(page, records=[{"x": 1}] * 1_000)
+        return page
+
+    exchange.agg_trades = garbage  # type: ignore[method-assign]
+    with pytest.raises(BadAnswer, match="without one usable agg id"):
+        list(poller.trades_between(exchange, "BTCUSDT", start, start + 60_000, producer.Counters()))
