@@ -23,7 +23,7 @@ from tests.cli_helpers import env_for, run
 from tests.cli_helpers import ok as cli
 from tests.integration.test_ingestion import CASSETTE, cassette_trades
 from tests.kafka_helpers import read_all
-from tests.reference_rows import assert_rows_match
+from tests.reference_rows import assert_rows_match, expected_rows
 
 
 def test_bundled_fixtures_give_exactly_the_reference_rows(settings_for: Settings) -> None:
@@ -350,3 +350,89 @@ def test_messages_from_the_future_are_quarantined_not_obeyed(settings_for: Setti
         assert [r[0] for r in cur.fetchall()] == [
             "heartbeat declares complete a time after it was published (beyond 5 minutes of clock skew)",
             "trade time after the message was published (beyond 5 minutes of clock skew)"]
+
+
+def _hostile_copies(trade: Trade) -> list[bytes]:
+    """Issue 10's eleven broken copies of one real message, each with an agg id of its own so that one wrongly
+    accepted would change a row (not hide behind the dedup of the real trade's id)."""
+    real = json.loads(messages.encode_trade(trade)[1])
+
+    def copy(**changes: object) -> bytes:
+        return json.dumps({**real, "a": real["a"] + 10_000_000, **changes}).encode()
+
+    return [
+        copy(T=real["T"] * 1000),  # microseconds
+        copy(T=253_402_300_800_000),  # year 10000
+        copy(T=4_102_444_800_000),  # 2100-01-01
+        copy(s="B" * 25),
+        copy(s=real["s"].lower()),
+        copy(s=real["s"] + " "),
+        copy(p="1234567890123456789012345"),
+        copy(a=2**63 - 1, f=2**63 - 1, l=2**63 - 1),
+        copy(q="1e30"),
+        b"{}",
+        b"\xff\xfe\x80 not UTF-8",
+    ]
+
+
+def test_hostile_messages_into_a_running_job_are_quarantined_and_every_window_stays_exact(
+        settings_for: Settings, tmp_path: Path) -> None:
+    """Issue 10's scenario as it was measured: the job runs, a replay feeds it, and eleven broken copies of a real
+    message are written into the topic mid-stream. Before, the job died on ``long overflow``, every restart exited
+    3 and 15 of 39 windows were written. Now the job must stay up, quarantine all eleven with a reason, finish every
+    window exactly, and a producer started afterwards (whose resume scan reads them) must start and exit 0."""
+    url = settings_for.mysql_url
+    bootstrap = settings_for.kafka_bootstrap or ""
+    assert url is not None and settings_for.checkpoint_dir is not None
+    trades = cassette_trades(CASSETTE)
+    hostile = _hostile_copies(next(t for t in trades if t.symbol == "BTCUSDT"))
+    job_log, replay_log = tmp_path / "process.log", tmp_path / "replay.log"  # files: a full pipe would block them
+    processor = subprocess.Popen([sys.executable, "-m", "pipeline", "process", "--trigger-seconds", "0.5"],
+                                 env=env_for(settings_for), stdout=job_log.open("wb"), stderr=subprocess.STDOUT)
+    replay: subprocess.Popen[bytes] | None = None
+    try:
+        started = settings_for.checkpoint_dir / "stream" / "metadata"
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not started.exists() and processor.poll() is None:
+            time.sleep(0.2)
+        assert started.exists(), "the processor never started its query"
+        replay = subprocess.Popen([sys.executable, "-m", "pipeline", "replay", "--source", str(CASSETTE),
+                                   "--speed", "30x"], env=env_for(settings_for), stdout=replay_log.open("wb"),
+                                  stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and _applied_batches(url) < 2:
+            time.sleep(0.2)
+        assert replay.poll() is None, "the replay ended before the hostile messages: they would not land mid-stream"
+        producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        for raw in hostile:
+            producer.send(settings_for.topic, key=b"BTCUSDT", value=raw)
+        producer.flush()
+        producer.close()
+        assert replay.wait(timeout=300) == 0, replay_log.read_text(errors="replace")[-3000:]
+        wanted = set(expected_rows(trades))
+        deadline = time.monotonic() + 300
+        while True:
+            assert processor.poll() is None, job_log.read_text(errors="replace")[-3000:]
+            got = {(r["symbol"], r["start_time"]): r["is_final"] for r in mysql_store.read_windows(url)}
+            if wanted <= set(got) and all(got[k] for k in wanted):
+                break
+            assert time.monotonic() < deadline, f"not every window final after 300 s:\n{job_log.read_text()[-3000:]}"
+            time.sleep(0.5)
+        # A producer starting now reads the hostile messages in its resume scan: it must start, publish nothing new.
+        again = cli(settings_for, "replay", "--source", str(CASSETTE))
+        assert "published 0," in again.stdout, again.stdout
+        time.sleep(3)
+        assert processor.poll() is None, f"the job stopped on data:\n{job_log.read_text(errors='replace')[-3000:]}"
+        processor.send_signal(signal.SIGTERM)
+        assert processor.wait(timeout=120) == 0
+    finally:
+        for proc in (processor, replay):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+    assert_rows_match(url, trades)
+    with mysql_store.transaction(url) as cur:
+        cur.execute("SELECT reason, raw_value FROM quarantine ORDER BY kafka_offset")
+        kept = cur.fetchall()
+    assert len(kept) == len(hostile), kept
+    assert all(reason for reason, _ in kept), kept
+    assert sorted(raw for _, raw in kept) == sorted(r.decode("utf-8", "replace") for r in hostile), kept
