@@ -160,13 +160,14 @@ def down(settings: Settings) -> bool:
 
 def _check(state: Mapping[str, object], kafka_options: Mapping[str, object]) -> list[ServiceStatus]:
     conns = _connections(state)
+    reader = conns.mysql_read_url or conns.mysql_url  # a health check reads: it never logs in as the writer
     out = []
     kafka, mysql = state.get("kafka"), state.get("mysql")
     for name, pid_holder, container_key, probe in (
         ("kafka", kafka, "kafka_container", lambda: kafka_process.metadata_ok(conns.kafka_bootstrap, kafka_options)),
-        ("mysql", mysql, "mysql_container", lambda: mysql_process.ping(conns.mysql_url)),
+        ("mysql", mysql, "mysql_container", lambda: mysql_process.ping(reader)),
     ):
-        where = conns.kafka_bootstrap if name == "kafka" else f"{conns.mysql_url.host}:{conns.mysql_url.port}"
+        where = conns.kafka_bootstrap if name == "kafka" else f"{reader.host}:{reader.port}"
         if isinstance(pid_holder, dict):
             pid = int(pid_holder["pid"])
             if not procs.is_ours(pid, pid_holder):
@@ -188,8 +189,10 @@ def _check(state: Mapping[str, object], kafka_options: Mapping[str, object]) -> 
 def status(settings: Settings) -> tuple[str, list[ServiceStatus]]:
     ext = external(settings)
     if ext is not None:
-        return "external", _check({"backend": "external", "bootstrap": ext.kafka_bootstrap,
-                                   "url": ext.mysql_url.render()}, settings.kafka_client_options())
+        given = {"backend": "external", "bootstrap": ext.kafka_bootstrap, "url": ext.mysql_url.render()}
+        if ext.mysql_read_url is not None:
+            given["read_url"] = ext.mysql_read_url.render()
+        return "external", _check(given, settings.kafka_client_options())
     state = read_state(settings)
     if state is None:
         return "none", []

@@ -3,13 +3,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+from pathlib import Path
+
 import pymysql
 import pytest
 
 from pipeline.adapters import mysql_store
+from pipeline.core.trades import invalid_reason
 from pipeline.errors import ConfigError
 from pipeline.settings import MysqlUrl, Settings
 from tests import cli_helpers
+from tests.integration.test_reconcile import MINUTES, SYMBOL, _iso, _write_final, exchange  # noqa: F401 - fixture
+from tests.sim_binance import SimBinance
 
 DENIED = mysql_store.ACCESS_DENIED | {1045}  # 1045: a GRANT beyond one's rights is refused as "access denied"
 
@@ -143,3 +150,35 @@ def test_a_migration_is_not_cut_by_the_io_timeout(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(mysql_store, "MIGRATIONS", (*mysql_store.MIGRATIONS, ("SELECT SLEEP(2)",)))
     assert mysql_store.migrate_schema(admin) == len(mysql_store.MIGRATIONS)  # ... a migration's is not
     assert mysql_store.schema_version(admin) == len(mysql_store.MIGRATIONS)
+
+
+def test_report_status_and_reconcile_log_in_only_as_the_reader(
+        settings_for: Settings, exchange: tuple[SimBinance, str, int, int], tmp_path: Path) -> None:  # noqa: F811
+    """The commands that only read must work with nothing but the read-only account: the writer's password is
+    wrong here, so any login as the writer fails the command (``status`` said MySQL was down before its health
+    check used the reader)."""
+    if settings_for.mysql_read_url is None or settings_for.mysql_url is None:
+        pytest.skip("external services without PIPELINE_MYSQL_READ_URL")
+    sim, base_url, start_ms, end_ms = exchange
+    env = cli_helpers.env_for(settings_for)
+    env["PIPELINE_MYSQL_URL"] = dataclasses.replace(settings_for.mysql_url, password="not-the-password").render()
+    env["PIPELINE_MYSQL_READ_URL"] = settings_for.mysql_read_url.render()
+    denied = cli_helpers.run(["migrate"], env, timeout=120)
+    assert denied.returncode != 0  # the writer's login really fails
+    reconcile = ["reconcile", "--symbol", SYMBOL, "--since", _iso(start_ms), "--until", _iso(end_ms),
+                 "--base-url", base_url]
+    empty = cli_helpers.run(reconcile, env, timeout=120)  # the exchange serves (and so has) its trades from now on
+    assert empty.returncode == 1 and f"{MINUTES} missing in table" in empty.stdout, empty.stdout + empty.stderr
+    trades = [t for t in sim.served_trades(SYMBOL)
+              if invalid_reason(t) is None and start_ms <= t.event_time_ms < end_ms]
+    _write_final(settings_for.mysql_url, trades)
+
+    shown = cli_helpers.run(["report", "--symbol", SYMBOL, "--out-dir", str(tmp_path)], env, timeout=120)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert (tmp_path / "moving_averages.html").exists()
+    status = cli_helpers.run(["status", "--json"], env, timeout=120)
+    services = {s["name"]: s for s in json.loads(status.stdout)["services"]}
+    assert services["mysql"]["ok"], status.stdout
+    checked = cli_helpers.run(reconcile, env, timeout=120)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert f"{MINUTES} match" in checked.stdout
