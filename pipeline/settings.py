@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
+from pipeline.core.trades import is_symbol
 from pipeline.errors import ConfigError
 
 SPARK_MASTERS = ("local", "spark://", "yarn", "k8s://")
 SPARK_LOG_LEVELS = ("ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF", "TRACE")
 STACK_BACKENDS = ("processes", "containers")
 DEFAULT_SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "ADAUSDT")
-_SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,20}$")
 _DB_NAME_RE = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 
 # ?ssl-mode= in a MySQL URL, as the MySQL client's --ssl-mode: DISABLED (never TLS), REQUIRED (TLS, the server's
@@ -307,7 +307,7 @@ def _symbols(raw: str) -> tuple[str, ...]:
     if not symbols:
         raise ConfigError("PIPELINE_SYMBOLS is empty")
     for s in symbols:
-        if not _SYMBOL_RE.match(s):
+        if not is_symbol(s):
             raise ConfigError(f"PIPELINE_SYMBOLS: {s!r} is not a valid Binance symbol")
     return symbols
 

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pipeline.core.trades import MalformedTrade, Trade, parse_archive_row
+from pipeline.core.trades import MIN_TIME_MS, MalformedTrade, Trade, is_symbol, parse_archive_row
 from pipeline.errors import InputError
 
 _NAME = re.compile(r"^(?P<symbol>[A-Z0-9]{2,20})-aggTrades-(?P<year>\d{4})-(?P<month>\d{2})(?:-(?P<day>\d{2}))?$")
@@ -70,6 +70,10 @@ class Archive:
             start_ms = int(first.timestamp() * 1000)
         except ValueError as exc:
             raise InputError(f"{path.name}: the date in the name is not a real date") from exc
+        if not is_symbol(match["symbol"]):
+            raise InputError(f"{path.name}: {match['symbol']!r} is not a symbol (2 to 20 of A-Z, 0-9, a letter)")
+        if start_ms < MIN_TIME_MS:
+            raise InputError(f"{path.name}: Binance has no trades before 2017")
         if start_ms + days * 86_400_000 > time.time() * 1000:
             raise InputError(f"{path.name}: its period has not ended yet, so the file cannot hold all of it")
         return cls(path=path, symbol=match["symbol"], covered_from_ms=start_ms,

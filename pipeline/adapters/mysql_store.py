@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import pymysql
@@ -146,9 +146,20 @@ UPSERT = (
 _KEY_CHUNK = 500  # keys per IN (...) lookup: statements stay far below any server's packet limit
 
 
+_EPOCH = datetime(1970, 1, 1)
+_DATETIME_END_MS = 253_402_300_800_000  # 10000-01-01: DATETIME (and Python) end before it
+
+
 def utc(ms: int) -> datetime:
-    """Epoch ms -> naive UTC datetime (what DATETIME columns hold; the session time zone is UTC)."""
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).replace(tzinfo=None)
+    """Epoch ms -> naive UTC datetime (what DATETIME columns hold; the session time zone is UTC). Exact: through a
+    float, 253402300799999 ms came out as .998993 s."""
+    return _EPOCH + timedelta(milliseconds=ms)
+
+
+def utc_or_none(ms: int | None) -> datetime | None:
+    """``utc`` for a time nobody validated (a Kafka timestamp, which any producer sets): None when unknown (Kafka's
+    -1) or past what DATETIME holds, instead of an error that would fail the batch at every start."""
+    return utc(ms) if ms is not None and 0 < ms < _DATETIME_END_MS else None
 
 
 # A server that stops answering (frozen, partitioned) fails the statement after this long instead of hanging the
@@ -295,7 +306,8 @@ def load_windows(cur: Any, keys: Iterable[tuple[str, int]]) -> dict[tuple[str, i
 
 
 def _ms(value: datetime) -> int:
-    return int(value.replace(tzinfo=UTC).timestamp() * 1000)
+    """``utc``'s inverse, exact (a float's ms could come out one short)."""
+    return (value - _EPOCH) // timedelta(milliseconds=1)
 
 
 def write_windows(cur: Any, rows: Sequence[tuple[WindowRow, Accumulator, Sequence[Range]]]) -> int:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from decimal import Decimal
 
 from pipeline.core.trades import MAX_TIME_MS, MIN_TIME_MS, MalformedTrade, Trade, is_symbol, parse_rest
@@ -62,6 +63,29 @@ def claims_the_future(message: Trade | Heartbeat, published_ms: int | None) -> b
     return published_ms is not None and published_ms > 0 and t > published_ms + MAX_CLOCK_SKEW_MS
 
 
+# Rules on a message's text, checked before it is parsed, by ``decode`` here and by the Spark job on the raw value
+# (one regular expression, the same in Python and Java). No backslash: with no escape sequence, a key is spelled as
+# it reads, so the second rule cannot be dodged with "\u0070". Price and quantity are strings: Spark's JSON reader
+# rounds a JSON number given for a string field through a double. No U+FFFD: the Spark job reads a value that is
+# not UTF-8 with replacement characters, the core not at all; a message holding either is refused by both.
+TEXT_REFUSED_PATTERN = "\\\\|\ufffd|\"[pq]\"[ \t\n\r]*:[ \t\n\r]*[-0-9]"
+_TEXT_REFUSED = re.compile(TEXT_REFUSED_PATTERN)
+TEXT_REFUSED_REASON = "not UTF-8, holds an escape sequence, or a price or quantity that is not a JSON string"
+
+
+def classify(raw: bytes, published_ms: int | None) -> Trade | Heartbeat:
+    """The message the job would accept from ``raw`` published at ``published_ms`` (its Kafka timestamp; None when
+    the caller has none), or ``MalformedMessage``: ``decode``, then a timestamp and nothing from the future.
+    (Binance's invalid records decode; see ``trades.invalid_reason``.)"""
+    message = decode(raw)
+    if published_ms is not None and published_ms <= 0:  # Kafka's "no timestamp" (-1): nothing to judge it by
+        raise MalformedMessage("message without a Kafka timestamp")
+    if claims_the_future(message, published_ms):
+        what = "heartbeat declares complete a time" if isinstance(message, Heartbeat) else "trade time"
+        raise MalformedMessage(f"{what} after the message was published (beyond 5 minutes of clock skew)")
+    return message
+
+
 def encode_trade(trade: Trade) -> tuple[bytes, bytes]:
     """The same bytes as ``json.dumps`` of the fields in this order with no spaces (a unit test holds it to that),
     written directly: a validated trade's symbol, decimals and integers need no escaping, and this runs once per
@@ -81,9 +105,12 @@ def encode_heartbeat(heartbeat: Heartbeat) -> tuple[bytes, bytes]:
 
 
 def decode(raw: bytes) -> Trade | Heartbeat:
+    text = raw.decode("utf-8", errors="replace")  # UTF-8 only (json.loads would guess UTF-16 or -32 from bytes)
+    if _TEXT_REFUSED.search(text):
+        raise MalformedMessage(f"{TEXT_REFUSED_REASON}: {raw[:200]!r}")
     try:
-        value = json.loads(raw, parse_float=Decimal)  # exact, as the Spark job reads a number's text
-    except (ValueError, UnicodeDecodeError) as exc:
+        value = json.loads(text, parse_float=Decimal)  # a float anywhere else is read exactly, never rounded
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested deeper than the parser goes
         raise MalformedMessage(f"not JSON: {raw[:200]!r}") from exc
     if not isinstance(value, dict):
         raise MalformedMessage(f"not a JSON object: {raw[:200]!r}")

@@ -41,8 +41,19 @@ MAX_ID = 2**53  # agg and trade ids: exact in JSON doubles
 # Exchange trades in one aggTrade (last - first + 1; one taker order's fills at one price). Real ones are far
 # smaller; the bound keeps a window's trade_count (a sum over its aggTrades) far inside a BIGINT.
 MAX_FILLS = 1_000_000
-SYMBOL_PATTERN = "^(?=.*[A-Z])[A-Z0-9]{2,20}$"  # as Binance spells spot symbols (a letter at least); VARCHAR(20)
+# Patterns shared with the Spark job, so they must mean the same in Python's and Java's regular expressions. Their
+# end is ``(?![\s\S])`` (nothing follows), not ``$``: Python's ``$`` also matches before a final newline, and
+# Java's before \r, \u0085 or \u2028 too, which let "BTCUSDT\n" through as a symbol of its own.
+END = r"(?![\s\S])"
+SYMBOL_PATTERN = "^(?=[A-Z0-9]*[A-Z])[A-Z0-9]{2,20}" + END  # as Binance spells spot symbols (a letter at least)
+# A decimal as text: ASCII digits, one optional point, an optional sign and exponent; no whitespace, underscores or
+# other digits (Python's Decimal strips Unicode spaces and reads "1_000" and "１２"; Spark's cast trims control
+# characters: each side once accepted what the other refused).
+DECIMAL_PATTERN = r"^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]{1,9})?" + END
+# The common spelling (Binance's, ours): at most 10 integer digits and 8 places, which DECIMAL(18,8) holds exactly.
+PLAIN_DECIMAL_PATTERN = r"^[0-9]{1,10}(?:\.[0-9]{0,8})?" + END
 _SYMBOL = re.compile(SYMBOL_PATTERN)
+_DECIMAL = re.compile(DECIMAL_PATTERN)
 _MICROS_THRESHOLD = 10**14  # ms timestamps stay below this until the year 5138; µs ones are above it since 1973
 
 
@@ -72,11 +83,11 @@ class Trade:
 
 
 def _decimal(raw: object, field: str, quote: object) -> Decimal:
-    # A string (Binance, our messages), or an exact JSON number from a message decoded with Decimal floats (the
-    # Spark job reads a number's text exactly too); never a binary float.
-    if isinstance(raw, bool) or not isinstance(raw, str | int | Decimal):
+    # A string, as Binance and our messages write it. Never a JSON number: Spark's JSON reader turns one given for
+    # a string field into a double (1.000000000000000000001 became an accepted "1.0").
+    if not isinstance(raw, str):
         raise MalformedTrade(f"{field} must be a decimal string, got {raw!r} in {quote!r}")
-    if isinstance(raw, str) and "_" in raw:  # Python's Decimal reads "1_000"; nothing else here does
+    if _DECIMAL.match(raw) is None:
         raise MalformedTrade(f"{field} {raw!r} is not a decimal number in {quote!r}")
     try:
         value = Decimal(raw)

@@ -22,8 +22,18 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import BooleanType, IntegerType, LongType, StringType, StructField, StructType
 
-from pipeline.core.messages import MAX_CLOCK_SKEW_MS, SCHEMA_VERSION
-from pipeline.core.trades import MAX_FILLS, MAX_ID, MAX_NOTIONAL, MAX_TIME_MS, MIN_TIME_MS, SYMBOL_PATTERN
+from pipeline.core.messages import MAX_CLOCK_SKEW_MS, SCHEMA_VERSION, TEXT_REFUSED_PATTERN, TEXT_REFUSED_REASON
+from pipeline.core.trades import (
+    DECIMAL_PATTERN,
+    END,
+    MAX_FILLS,
+    MAX_ID,
+    MAX_NOTIONAL,
+    MAX_TIME_MS,
+    MIN_TIME_MS,
+    PLAIN_DECIMAL_PATTERN,
+    SYMBOL_PATTERN,
+)
 from pipeline.core.windows import WINDOW_MS
 
 PRICE = "decimal(18,8)"
@@ -60,26 +70,26 @@ def parse(kafka_rows: DataFrame) -> DataFrame:
 
 
 # A decimal's fraction digits (trailing zeros apart) and its exponent, to count its places exactly.
-_SPELLING = r"^[+-]?[0-9]*\.?([0-9]*?)0*(?:[eE]([+-]?[0-9]{1,9}))?$"
+_SPELLING = r"^[+-]?[0-9]*\.?([0-9]*?)0*(?:[eE]([+-]?[0-9]{1,9}))?" + END
 
 
 def _exact_decimal(text: Column) -> Column:
-    """The string as DECIMAL(18,8), or null when it is not a number or would be rounded to fit.
+    """The string as DECIMAL(18,8), or null when it is not a decimal as the core spells one (``DECIMAL_PATTERN``)
+    or would be rounded to fit.
 
-    Read to 8 places and to 18, which must agree. A string that could hold a digit beyond
-    those 18 places (longer than 19 characters, or with an exponent: rare) has its places counted from its spelling
-    too, as the core counts them (``core.trades._decimal``); the cast alone would round such a digit away."""
+    The common spelling (``PLAIN_DECIMAL_PATTERN``: at most 10 integer digits and 8 places) is cast once, exactly.
+    Any other has its places counted from its spelling, as the core counts them (``core.trades._decimal``), and is
+    read to 8 places and to 18, which must agree: the cast alone would round a digit beyond 18 places away, and it
+    trims spaces and control characters the core refuses."""
     narrow, wide = text.try_cast(PRICE), text.try_cast("decimal(38,18)")
-    short_plain = (F.length(text) <= 19) & ~text.contains("e") & ~text.contains("E")
-    spelled = F.regexp_replace(text, r"^\s+|\s+$", "")
-    exponent = F.regexp_extract(spelled, _SPELLING, 2)
-    places = (F.length(F.regexp_extract(spelled, _SPELLING, 1))
+    exponent = F.regexp_extract(text, _SPELLING, 2)
+    places = (F.length(F.regexp_extract(text, _SPELLING, 1))
               - F.when(exponent == "", 0).otherwise(exponent.try_cast("int")))
     # CASE, not OR: Spark hoists an expression repeated under an OR out of it (subexpression elimination) and
     # would run the regular expressions on every price; a CASE's later branch is evaluated only when reached.
     exact = narrow.isNotNull() & (narrow == wide)
-    return F.when(short_plain, F.when(exact, narrow)).when(spelled.rlike(_SPELLING) & (places <= 8) & exact,
-                                                           narrow)
+    return F.when(text.rlike(PLAIN_DECIMAL_PATTERN), narrow).when(
+        text.rlike(DECIMAL_PATTERN) & (places <= 8) & exact, narrow)
 
 
 def _time_ok(t: Column) -> Column:
@@ -102,11 +112,13 @@ def classify(messages: DataFrame) -> DataFrame:
     is_trade, is_heartbeat = m["type"] == "trade", m["type"] == "heartbeat"
     symbol_ok = m["s"].isNotNull() & m["s"].rlike(SYMBOL_PATTERN)
     published = F.col("kafka_timestamp_ms")
-    from_the_future = (published > 0) & (m["T"] > published + MAX_CLOCK_SKEW_MS)
+    from_the_future = m["T"] > published + MAX_CLOCK_SKEW_MS
     reason = (
-        F.when(m.isNull() | F.col("raw_value").isNull() | m["_corrupt"].isNotNull(),
-               F.lit("not a JSON object with fields of the schema's types"))
+        F.when(F.col("raw_value").rlike(TEXT_REFUSED_PATTERN), F.lit(TEXT_REFUSED_REASON))
+        .when(m.isNull() | F.col("raw_value").isNull() | m["_corrupt"].isNotNull(),
+              F.lit("not a JSON object with fields of the schema's types"))
         .when(m["v"].isNull() | (m["v"] != SCHEMA_VERSION), F.lit("unsupported schema version"))
+        .when(published.isNull() | (published <= 0), F.lit("message without a Kafka timestamp"))
         .when(is_heartbeat & ~symbol_ok, F.lit("heartbeat without a valid symbol"))
         .when(is_heartbeat & (~_time_ok(m["T"]) | m["from"].isNull() | (m["from"] < 0) | (m["from"] > m["T"])),
               F.lit("heartbeat needs 0 <= from <= T with T in 2017..2100"))

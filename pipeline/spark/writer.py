@@ -125,10 +125,6 @@ def collect_islands(trade_rows: DataFrame, after: Any = None) -> tuple[list[merg
     return normal, behind
 
 
-def _utc(ms: int | None) -> Any:
-    return None if ms is None else mysql_store.utc(int(ms))
-
-
 def _in_windows(keys: set[Key]) -> Any:
     return F.concat_ws(":", "symbol", F.col("start_ms").cast("string")).isin(sorted(f"{s}:{t}" for s, t in keys))
 
@@ -205,7 +201,8 @@ class BatchWriter:
             "topic", "partition", "offset", "kafka_timestamp_ms", "raw_value", "reason",
             m["s"].alias("symbol"), m["from"].alias("covered_from_ms"), m["T"].alias("complete_before_ms")).collect()
         quarantine = [mysql_store.QuarantinedMessage(r["topic"], r["partition"], r["offset"],
-                                                     _utc(r["kafka_timestamp_ms"]), r["raw_value"], r["reason"])
+                                                     mysql_store.utc_or_none(r["kafka_timestamp_ms"]), r["raw_value"],
+                                                     r["reason"])
                       for r in side if r["reason"]]
         beats = [(r["symbol"], int(r["partition"]), int(r["offset"]), int(r["covered_from_ms"]),
                   int(r["complete_before_ms"])) for r in side if not r["reason"]]
@@ -281,7 +278,7 @@ class BatchWriter:
                 continue
             seen.add((key[0], agg_id))
             kept.append((key, mysql_store.QuarantinedMessage(
-                r["topic"], r["partition"], r["offset"], _utc(r["kafka_timestamp_ms"]),
+                r["topic"], r["partition"], r["offset"], mysql_store.utc_or_none(r["kafka_timestamp_ms"]),
                 raw[(int(r["partition"]), int(r["offset"]))],
                 f"late: window {key[0]} {mysql_store.utc(key[1]):%Y-%m-%d %H:%M} was already declared complete")))
         return kept, duplicates

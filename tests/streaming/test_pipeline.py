@@ -21,6 +21,7 @@ from pipeline.settings import Settings
 from tests.archive_builder import synthetic_trades, write_archive
 from tests.cli_helpers import env_for, run
 from tests.cli_helpers import ok as cli
+from tests.hostile import hostile_copies
 from tests.integration.test_ingestion import CASSETTE, cassette_trades
 from tests.kafka_helpers import read_all
 from tests.reference_rows import assert_rows_match, expected_rows
@@ -352,29 +353,6 @@ def test_messages_from_the_future_are_quarantined_not_obeyed(settings_for: Setti
             "trade time after the message was published (beyond 5 minutes of clock skew)"]
 
 
-def _hostile_copies(trade: Trade) -> list[bytes]:
-    """Issue 10's eleven broken copies of one real message, each with an agg id of its own so that one wrongly
-    accepted would change a row (not hide behind the dedup of the real trade's id)."""
-    real = json.loads(messages.encode_trade(trade)[1])
-
-    def copy(**changes: object) -> bytes:
-        return json.dumps({**real, "a": real["a"] + 10_000_000, **changes}).encode()
-
-    return [
-        copy(T=real["T"] * 1000),  # microseconds
-        copy(T=253_402_300_800_000),  # year 10000
-        copy(T=4_102_444_800_000),  # 2100-01-01
-        copy(s="B" * 25),
-        copy(s=real["s"].lower()),
-        copy(s=real["s"] + " "),
-        copy(p="1234567890123456789012345"),
-        copy(a=2**63 - 1, f=2**63 - 1, l=2**63 - 1),
-        copy(q="1e30"),
-        b"{}",
-        b"\xff\xfe\x80 not UTF-8",
-    ]
-
-
 def test_hostile_messages_into_a_running_job_are_quarantined_and_every_window_stays_exact(
         settings_for: Settings, tmp_path: Path) -> None:
     """Issue 10's scenario as it was measured: the job runs, a replay feeds it, and eleven broken copies of a real
@@ -385,7 +363,7 @@ def test_hostile_messages_into_a_running_job_are_quarantined_and_every_window_st
     bootstrap = settings_for.kafka_bootstrap or ""
     assert url is not None and settings_for.checkpoint_dir is not None
     trades = cassette_trades(CASSETTE)
-    hostile = _hostile_copies(next(t for t in trades if t.symbol == "BTCUSDT"))
+    hostile = hostile_copies(next(t for t in trades if t.symbol == "BTCUSDT"))
     job_log, replay_log = tmp_path / "process.log", tmp_path / "replay.log"  # files: a full pipe would block them
     processor = subprocess.Popen([sys.executable, "-m", "pipeline", "process", "--trigger-seconds", "0.5"],
                                  env=env_for(settings_for), stdout=job_log.open("wb"), stderr=subprocess.STDOUT)

@@ -1,0 +1,143 @@
+"""The core's one set of rules against hostile messages (issue 10), pure: each rule here is one the Spark job applies
+too (``tests/streaming/test_validation_agreement.py`` holds the two to the same verdicts)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from decimal import Decimal
+
+import pytest
+
+from pipeline.adapters import mysql_store
+from pipeline.core import messages
+from pipeline.core.trades import MalformedTrade, Trade, is_symbol, parse_archive_row, parse_rest
+from tests.hostile import hostile_copies
+
+PUBLISHED_MS = 1_767_268_860_000
+MalformedMessage = messages.MalformedMessage
+REAL = Trade("BTCUSDT", 26_129, *(Decimal(x) for x in ("87000.12", "0.5")), 27_781, 27_790,
+             PUBLISHED_MS - 1_000, False, True)
+
+
+def _with(**changes: object) -> bytes:
+    return json.dumps({**json.loads(messages.encode_trade(REAL)[1]), **changes}).encode()
+
+
+def test_the_real_message_is_accepted() -> None:
+    assert messages.classify(messages.encode_trade(REAL)[1], PUBLISHED_MS) == REAL
+
+
+@pytest.mark.parametrize("raw", hostile_copies(REAL), ids=lambda raw: raw[:40].decode("utf-8", "replace"))
+def test_issue_10s_eleven_broken_copies_are_refused_with_a_reason(raw: bytes) -> None:
+    """Each is MalformedMessage, never another exception (a decimal.InvalidOperation once stopped every producer)."""
+    with pytest.raises(MalformedMessage) as info:
+        messages.classify(raw, PUBLISHED_MS)
+    assert str(info.value)
+
+
+@pytest.mark.parametrize("symbol", ["btcusdt", "BTCUSDT ", " BTCUSDT", "BTCUSDT\n", "BTCUSDT\r", "BTCUSDT\r\n",
+                                    "BTCUSDT\u0085", "BTCUSDT\u2028", "BTC-USDT", "B", "A" * 21, "12345",
+                                    "ＢＴＣ", ""])
+def test_only_binance_spellings_are_symbols(symbol: str) -> None:
+    """Python's $ matched before a final newline: "BTCUSDT\\n" was a symbol of its own (and Java's $ before more)."""
+    assert not is_symbol(symbol)
+    with pytest.raises(MalformedMessage):
+        messages.decode(_with(s=symbol))
+
+
+@pytest.mark.parametrize("symbol", ["BTCUSDT", "1INCHUSDT", "AB", "A" * 20])
+def test_binance_symbols_are_symbols(symbol: str) -> None:
+    assert is_symbol(symbol)
+
+
+@pytest.mark.parametrize("price", [" 87000.12", "87000.12 ", "\x0187000.12", "87000.12\xa0", "87000.12\u3000",
+                                   "８７", "87_000.12", "87000.12\n", "1" * 21 + ".5", "1e30", "NaN", "-1",
+                                   "1.000000001", "1.0000000000000000001"])
+def test_a_price_must_be_an_ascii_decimal_with_at_most_8_places_in_range(price: str) -> None:
+    with pytest.raises(MalformedMessage):
+        messages.decode(_with(p=price))
+    with pytest.raises(MalformedTrade):
+        parse_rest("BTCUSDT", {**json.loads(_with()), "p": price})
+
+
+@pytest.mark.parametrize("number", ["1.5", "87000", "1.000000000000000000001", "100000000.000000001", "-1"])
+def test_a_json_number_for_a_price_or_quantity_is_refused(number: str) -> None:
+    """Spark's JSON reader rounds a number given for a string field through a double (1.000000000000000000001 was
+    an accepted "1.0"): strings only, on both sides, whatever the spacing."""
+    text = messages.encode_trade(REAL)[1].decode()
+    for field in ("p", "q"):
+        spelled = json.dumps(getattr(REAL, "price" if field == "p" else "quantity").__format__("f"))
+        for spacing in (":", " : ", ":\n\t"):
+            raw = text.replace(f'"{field}":{spelled}', f'"{field}"{spacing}{number}')
+            assert raw != text
+            with pytest.raises(MalformedMessage, match="not a JSON string"):
+                messages.decode(raw.encode())
+
+
+def test_an_escaped_key_cannot_dodge_the_rule() -> None:
+    """With escapes, '\\u0070' is "p" to every JSON reader; no message we write needs a backslash."""
+    text = messages.encode_trade(REAL)[1].decode()
+    raw = text.replace(f'"p":"{REAL.price:f}"', '"\\u0070":1.0000000000000000001')
+    assert raw != text
+    with pytest.raises(MalformedMessage):
+        messages.decode(raw.encode())
+
+
+@pytest.mark.parametrize("raw", [
+    messages.encode_trade(REAL)[1].decode().encode("utf-16"),
+    messages.encode_trade(REAL)[1].decode().encode("utf-32"),
+    b"\xef\xbb\xbf" + messages.encode_trade(REAL)[1],  # UTF-8 with a BOM
+    messages.encode_trade(REAL)[1][:-1] + b',"x":"\xff"}',  # not UTF-8 in a field nobody reads
+    messages.encode_trade(REAL)[1][:-1] + ',"x":"\ufffd"}'.encode(),
+    b"[" * 100_000 + b"]" * 100_000,  # deeper than the parser goes: RecursionError
+    b'{"v":1,"x":' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+])
+def test_only_utf8_json_within_the_parsers_depth_is_read(raw: bytes) -> None:
+    """json.loads guesses UTF-16/32 from bytes (Spark reads UTF-8 only), and a RecursionError escaped decode, which
+    stopped every producer's resume scan at start-up."""
+    with pytest.raises(MalformedMessage):
+        messages.decode(raw)
+
+
+def test_a_message_without_a_kafka_timestamp_is_refused_and_the_future_too() -> None:
+    """Kafka's -1 ("no timestamp") exempted a message from the future rule: a 2099 heartbeat with it closed every
+    window of its symbol."""
+    beat = messages.encode_heartbeat(messages.Heartbeat("BTCUSDT", PUBLISHED_MS, 4_070_908_800_000))[1]
+    for published in (-1, 0):
+        with pytest.raises(MalformedMessage, match="without a Kafka timestamp"):
+            messages.classify(messages.encode_trade(REAL)[1], published)
+    with pytest.raises(MalformedMessage, match="heartbeat declares complete a time after"):
+        messages.classify(beat, PUBLISHED_MS)
+    with pytest.raises(MalformedMessage, match="trade time after"):
+        messages.classify(_with(T=PUBLISHED_MS + 300_001), PUBLISHED_MS)
+    assert messages.classify(_with(T=PUBLISHED_MS + 300_000), PUBLISHED_MS).event_time_ms == PUBLISHED_MS + 300_000
+    assert messages.classify(beat, None) == messages.decode(beat)  # a caller with no timestamp judges no time
+
+
+@pytest.mark.parametrize(("field", "value"), [("a", 2**53), ("f", 2**53), ("l", 2**53), ("a", -1),
+                                              ("T", 1_483_228_799_999), ("T", 4_102_444_800_000),
+                                              ("l", 27_781 + 1_000_000)])
+def test_id_time_and_fill_bounds(field: str, value: int) -> None:
+    payload = {**json.loads(_with()), field: value}
+    if field == "l":
+        payload["f"] = 27_781
+    with pytest.raises(MalformedTrade):
+        parse_rest("BTCUSDT", payload)
+
+
+def test_the_notional_bound_keeps_every_window_sum_in_its_column() -> None:
+    with pytest.raises(MalformedTrade, match="10\\^15"):
+        parse_rest("BTCUSDT", {**json.loads(_with()), "p": "9999999999.99999999", "q": "100001"})
+    with pytest.raises(MalformedTrade, match="10\\^15"):
+        parse_archive_row("BTCUSDT", ["1", "9999999999.99999999", "100001", "1", "1", str(PUBLISHED_MS), "True",
+                                      "True"])
+
+
+def test_kafka_timestamps_nobody_validated_never_fail_a_write() -> None:
+    """A Kafka timestamp past 9999 made utc() raise while the batch quarantined its message, at every start."""
+    assert mysql_store.utc_or_none(253_402_300_800_000) is None
+    assert mysql_store.utc_or_none(-1) is None
+    assert mysql_store.utc_or_none(None) is None
+    assert mysql_store.utc(253_402_300_799_999) == datetime(9999, 12, 31, 23, 59, 59, 999_000)  # exact, no float
+    assert all(mysql_store._ms(mysql_store.utc(ms)) == ms for ms in range(PUBLISHED_MS, PUBLISHED_MS + 5_000))
