@@ -120,7 +120,7 @@ def test_malformed_messages_go_to_quarantine_and_the_job_goes_on(settings_for: S
     assert sorted(reasons) == sorted([
         "not a JSON object with fields of the schema's types", "unsupported schema version",
         "price is not a decimal with at most 8 places", "invalid record: trade ids are -1",
-        "not a JSON object with fields of the schema's types", "price is not a decimal with at most 8 places",
+        messages.TEXT_REFUSED_REASON, "price is not a decimal with at most 8 places",  # the bytes not UTF-8
     ]), reasons
     # No heartbeat was sent: nobody said a minute is complete, so none is final.
     rows = mysql_store.read_windows(url)
