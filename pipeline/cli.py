@@ -6,6 +6,7 @@ Every ``PipelineError`` becomes one line on stderr and its exit code; no traceba
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shlex
 import signal
@@ -15,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NoReturn
 
 from pipeline import compose
+from pipeline.core.trades import MIN_TIME_MS
 from pipeline.errors import ConfigError, PipelineError, run_command
 from pipeline.settings import Settings
 
@@ -84,6 +86,15 @@ def _stop_event() -> threading.Event:
     return stopping
 
 
+def _interruptible(stopping: threading.Event) -> Callable[[float], None]:
+    """A ``sleep`` for the client and the poller that ends as soon as ``stopping`` is set (by a signal)."""
+
+    def sleep(seconds: float) -> None:
+        stopping.wait(seconds)
+
+    return sleep
+
+
 def _parse_time_ms(raw: str) -> int:
     from datetime import UTC, datetime
 
@@ -101,9 +112,27 @@ def _parse_time_ms(raw: str) -> int:
 def _checked_time_ms(ms: int, raw: str) -> int:
     import time
 
-    if not 1_483_228_800_000 <= ms <= time.time() * 1000 + 60_000:  # Binance began in 2017; not in the future
+    if not MIN_TIME_MS <= ms <= time.time() * 1000 + 60_000:  # Binance began in 2017; not in the future
         raise ConfigError(f"--start must be a past time after 2017 in epoch ms or ISO form, got {raw!r}")
     return ms
+
+
+LONGEST_WAIT_S = 86_400.0  # a day: far beyond any useful interval or timeout, and within what a wait can take
+
+
+def _positive(value: float, option: str, most: float = math.inf) -> None:
+    """Refuse ``value`` unless finite and in ``(0, most]``: nan would make a poll loop spin, inf overflow a wait."""
+    if not (math.isfinite(value) and 0 < value <= most):
+        limit = "" if math.isinf(most) else f" and at most {most:g}"
+        raise ConfigError(f"{option} must be a number above 0{limit}, got {value}")
+
+
+def _symbol(symbol: str) -> str:
+    from pipeline.core.trades import is_symbol
+
+    if not is_symbol(symbol):
+        raise ConfigError(f"--symbol {symbol!r} is not a Binance symbol (2 to 20 of A-Z and 0-9, one per --symbol)")
+    return symbol
 
 
 def _produce(args: argparse.Namespace, settings: Settings) -> int:
@@ -115,15 +144,12 @@ def _produce(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.core.trades import Sequencer
     from pipeline.errors import ExchangeError
 
-    if args.poll_interval <= 0 or args.request_timeout <= 0 or not 0 < args.weight_budget <= 6000:
-        raise ConfigError("--poll-interval and --request-timeout must be above 0, --weight-budget in 1..6000")
+    _positive(args.poll_interval, "--poll-interval", LONGEST_WAIT_S)
+    _positive(args.request_timeout, "--request-timeout", LONGEST_WAIT_S)
+    _positive(args.weight_budget, "--weight-budget", 6000)  # Binance's limit per minute
     start_ms = _parse_time_ms(args.start) if args.start else int(time.time() * 1000)
     stopping = _stop_event()
-    stop = stopping.is_set
-
-    def sleep(seconds: float) -> None:
-        stopping.wait(seconds)
-
+    stop, sleep = stopping.is_set, _interruptible(stopping)
     bootstrap, sink = compose.trade_sink(settings)
     counters = producer.Counters()
     client = BinanceClient(session=make_session(), base_url=args.base_url, weight_budget=args.weight_budget,
@@ -209,7 +235,6 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _record(args: argparse.Namespace, settings: Settings) -> int:
-    import math
     import time
     from pathlib import Path
 
@@ -218,18 +243,26 @@ def _record(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.adapters.binance import BinanceClient, make_session
     from pipeline.core.messages import Heartbeat
 
-    if not math.isfinite(args.minutes) or args.minutes <= 0:
-        raise ConfigError(f"--minutes must be a positive number, got {args.minutes}")
-    stop = _stop_flag()
+    _positive(args.minutes, "--minutes")
+    stopping = _stop_event()
     deadline = time.monotonic() + args.minutes * 60
+
+    def stop() -> bool:
+        return stopping.is_set() or time.monotonic() > deadline
+
+    wait = _interruptible(stopping)
+
+    def sleep(seconds: float) -> None:  # the poller's backoff or a ban's wait ends at a signal, or at the deadline
+        wait(min(seconds, max(0.0, deadline - time.monotonic())))
+
     counters = producer.Counters()
-    client = BinanceClient(session=make_session(), base_url=args.base_url)
+    client = BinanceClient(session=make_session(), base_url=args.base_url, sleep=wait)
     states = poller.start_states(settings.symbols, {}, int(time.time() * 1000))
     seen = 0
     minutes = 0
     with cassettes.recording(Path(args.out)):
-        for item in poller.poll(client, states, counters, lag_ms=settings.watermark_seconds * 1000,
-                                stop=lambda: stop() or time.monotonic() > deadline):
+        for item in poller.poll(client, states, counters, lag_ms=settings.watermark_seconds * 1000, sleep=sleep,
+                                stop=stop):
             seen += 0 if isinstance(item, Heartbeat) else 1
         # The exchange's 1m klines of every minute recorded complete, so `pipeline reconcile --cassette` can
         # prove a replay of this recording with no network.
@@ -243,8 +276,7 @@ def _record(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _process(args: argparse.Namespace, settings: Settings) -> int:
-    if args.trigger_seconds <= 0:
-        raise ConfigError(f"--trigger-seconds must be positive, got {args.trigger_seconds}")
+    _positive(args.trigger_seconds, "--trigger-seconds", LONGEST_WAIT_S)
     summary = compose.process(settings, until_idle=args.until_idle, trigger_seconds=args.trigger_seconds)
     print(f"process: {summary.line()}")
     return 0
@@ -309,8 +341,7 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
 
     from pipeline import status
 
-    if args.stalled_after <= 0:
-        raise ConfigError(f"--stalled-after must be positive, got {args.stalled_after}")
+    _positive(args.stalled_after, "--stalled-after")
     report = status.gather(settings, args.stalled_after)
     print(json.dumps(report, indent=2, default=str) if args.json else status.render(report))
     return 0 if report.get("ok") else 1
@@ -344,13 +375,14 @@ def _backfill(args: argparse.Namespace, settings: Settings) -> int:
         since, until = _utc_time(args.start, "--from"), _utc_time(args.until, "--until")
         if since is None or until is None or not args.symbol:
             raise ConfigError("fetching by time needs --symbol, --from and --until")
+        symbols = [_symbol(s) for s in dict.fromkeys(s.upper() for s in args.symbol)]
         from_ms, until_ms = (int(t.replace(tzinfo=UTC).timestamp() * 1000) for t in (since, until))
         settled_ms = int(time.time() * 1000) - settings.watermark_seconds * 1000
-        if not 1_483_228_800_000 <= from_ms < until_ms <= settled_ms:
+        if not MIN_TIME_MS <= from_ms < until_ms <= settled_ms:
             raise ConfigError("--from must be before --until, after 2017, and --until at least "
                               f"PIPELINE_WATERMARK_SECONDS ({settings.watermark_seconds} s) in the past")
         client = BinanceClient(session=make_session(), base_url=args.base_url)
-        for symbol in dict.fromkeys(s.upper() for s in args.symbol):
+        for symbol in symbols:
             items, first = backfill.exchange_trades(client, symbol, from_ms, until_ms, counters)
             fetched.append((items, {symbol: first} if first is not None else {}))
             announce(f"backfill: {symbol} from agg id {first} ({_utc_text(from_ms)} .. {_utc_text(until_ms)})")
@@ -368,7 +400,6 @@ def _backfill(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
-    import re
     import time
     from datetime import UTC
     from pathlib import Path
@@ -377,12 +408,10 @@ def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.adapters import cassettes
     from pipeline.adapters.binance import BinanceClient, make_session
     from pipeline.core.reconcile import all_match
-    from pipeline.core.trades import SYMBOL_PATTERN
     from pipeline.core.windows import WINDOW_MS
     from pipeline.services import stack
 
-    if not re.match(SYMBOL_PATTERN, args.symbol):
-        raise ConfigError(f"--symbol {args.symbol!r} is not a Binance symbol")
+    _symbol(args.symbol)
     cassette = Path(args.cassette) if args.cassette else None
     if cassette is not None:
         if args.minutes is not None or args.since is not None or args.until is not None:

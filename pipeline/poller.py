@@ -173,9 +173,10 @@ def poll(source: TradeSource, states: Mapping[str, SymbolState], counters: Count
 
     Exchange trouble never ends the loop: 429/418 waits out Retry-After (no request meanwhile), and every other
     answer that is not a page of trades (5xx, timeouts, resets, HTML or truncated bodies) is counted, logged and
-    retried with a backoff that grows with consecutive failures. Only a request Binance rejects as invalid (an
-    unknown symbol: ``ExchangeError``) is raised: that is a configuration error; so is an exchange that has not
-    answered once since start within ``never_reached_s`` (``NeverReached``).
+    retried with a backoff that grows with consecutive failures (and lasts at least a 5xx's Retry-After). Every
+    wait is ``sleep``'s: the CLI's ends at a signal. Only a request Binance rejects as invalid (an unknown symbol:
+    ``ExchangeError``) is raised: that is a configuration error; so is an exchange that has not answered once
+    since start within ``never_reached_s`` (``NeverReached``).
     """
     failures = 0
     while not stop():
@@ -209,7 +210,8 @@ def _wait_out(exc: RateLimited | ExchangeUnavailable, failures: int, counters: C
               sleep: Callable[[float], None], clock: Callable[[], float] = time.time,
               never_reached_s: float = NEVER_REACHED_S) -> int:
     """Count and log an exchange failure, then wait as it asks: Retry-After for 429/418 (no request meanwhile), a
-    backoff growing with consecutive failures otherwise. Returns the consecutive failures so far."""
+    backoff growing with consecutive failures otherwise, or a 5xx's Retry-After if that is longer. Returns the
+    consecutive failures so far."""
     counters.exchange_errors += 1
     if isinstance(exc, RateLimited):  # only Binance says that: it was reached
         counters.answered = True
@@ -225,7 +227,7 @@ def _wait_out(exc: RateLimited | ExchangeUnavailable, failures: int, counters: C
         sleep(exc.retry_after_s)
         return failures
     failures += 1
-    wait = min(MAX_BACKOFF_S, 2.0 ** min(failures, 5))
+    wait = max(min(MAX_BACKOFF_S, 2.0 ** min(failures, 5)), exc.retry_after_s)
     log.warning("%s; trying again in %.0fs", exc, wait)
     sleep(wait)
     return failures

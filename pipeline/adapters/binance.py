@@ -1,8 +1,10 @@
 """Binance spot REST client: timeouts, retries, rate limits and bans, on one ``requests.Session``.
 
-- 5xx answers, connection errors and timeouts: retried by urllib3's ``Retry`` (exponential backoff with jitter).
-- 429 (too many requests) and 418 (IP banned): the ``Retry-After`` seconds are recorded and *no* request is sent
-  until they have passed; the call raises ``RateLimited`` so the caller decides whether to wait.
+- 5xx answers, connection errors and timeouts: retried by urllib3's ``Retry``, with a short backoff (at most 1 s a
+  pause): urllib3's sleeps are ones a signal cannot cut, so the long waits are the caller's.
+- 429 (too many requests), 418 (IP banned) and a 5xx with ``Retry-After``: the ``Retry-After`` seconds are recorded
+  and *no* request is sent until they have passed; the call raises ``RateLimited`` (429, 418) or
+  ``ExchangeUnavailable`` with ``retry_after_s`` (5xx) so the caller decides whether and how to wait.
 - Request weight: ``X-MBX-USED-WEIGHT-1M`` is read from every answer; a request that would push the minute's weight
   past ``weight_budget`` waits for the next minute instead (Binance's limit is 6,000; the default budget is half).
 - Binance error bodies (``{"code": -1121, "msg": "Invalid symbol."}``) become ``ExchangeError`` naming the request.
@@ -34,7 +36,12 @@ MAX_LIMIT = 1000
 
 
 class ExchangeUnavailable(ExchangeError):
-    """Binance could not be reached or kept failing (5xx, timeouts) after the retries: worth trying later."""
+    """Binance could not be reached or kept failing (5xx, timeouts) after the retries: worth trying later; not
+    before ``retry_after_s`` (a 5xx's ``Retry-After``; 0 when it sent none)."""
+
+    def __init__(self, message: str, retry_after_s: float = 0.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class BadAnswer(ExchangeUnavailable):
@@ -61,9 +68,12 @@ class Page:
 
 
 class _Retry(Retry):
-    # urllib3 would sleep out a 429's Retry-After and send again by itself; 429 and 418 are ours to handle
-    # (record the ban, send nothing until it ends), so only 503's Retry-After is honoured here.
-    RETRY_AFTER_STATUS_CODES = frozenset({503})
+    """urllib3 would sleep out a Retry-After and send again by itself, in a sleep no signal cuts (``docker stop``
+    kills after 10 s). An answer with one (429, 418, a 5xx) is returned instead: the client records it, sends
+    nothing until it has passed, and the caller waits where a signal ends the wait."""
+
+    def is_retry(self, method: str, status_code: int, has_retry_after: bool = False) -> bool:
+        return not has_retry_after and super().is_retry(method, status_code, has_retry_after)
 
 
 def make_session(retries: int = 5) -> requests.Session:
@@ -73,13 +83,13 @@ def make_session(retries: int = 5) -> requests.Session:
         connect=retries,
         read=retries,
         status=retries,
-        backoff_factor=0.5,
-        backoff_jitter=0.5,
-        backoff_max=30,
+        backoff_factor=0.25,  # pauses of 0, 0.5, then 1 s (+ jitter, capped): under 4 s over 6 attempts
+        backoff_jitter=0.25,
+        backoff_max=1.0,
         status_forcelist=(500, 502, 503, 504),
         allowed_methods=frozenset({"GET"}),
         raise_on_status=False,  # the last 5xx answer reaches us and becomes a clear error
-        respect_retry_after_header=True,
+        respect_retry_after_header=False,  # see _Retry: waiting one out is the caller's
     )
     session.mount("https://", HTTPAdapter(max_retries=retry))
     session.mount("http://", HTTPAdapter(max_retries=retry))
@@ -167,6 +177,11 @@ class BinanceClient:
             what = "banned this IP (418)" if banned else "rate limited us (429)"
             raise RateLimited(f"Binance {what}; no requests for {wait:.0f}s", wait, banned)
         if response.status_code >= 500 or response.status_code == 403:  # 403: Binance's WAF, transient
+            pause = _retry_after_s(response, 0.0)
+            if pause > 0:  # not retried by the session (see _Retry): no request at all until it has passed
+                self._blocked_until, self._banned = self._clock() + pause, False
+                raise ExchangeUnavailable(f"Binance answered GET {path} with {_error_text(response)}; no requests "
+                                          f"for {pause:.0f}s", pause)
             raise ExchangeUnavailable(f"Binance kept failing GET {path}: {_error_text(response)}")
         if response.status_code >= 400:
             raise ExchangeError(f"Binance rejected GET {path} {params}: {_error_text(response)}")

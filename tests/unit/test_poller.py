@@ -93,6 +93,17 @@ def test_no_request_while_a_rate_limit_runs() -> None:
     assert times[1] - times[0] >= 30.0
 
 
+def test_no_request_while_a_5xx_retry_after_runs() -> None:
+    """A 503 with Retry-After (the session returns it unretried): the poller waits it out, not just its backoff."""
+    served = {"BTCUSDT": records(1, 1, seed=3)}
+    clock = poller.VirtualClock((T0 + 60_000) / 1000)
+    exchange = InMemoryExchange(served, clock, [ExchangeUnavailable("503", retry_after_s=45.0)])
+    counters = producer.Counters()
+    run(exchange, clock, poller.start_states(served, {}, T0), clock() + 50, counters)
+    times = [c[0] for c in exchange.calls]
+    assert times[1] - times[0] >= 45.0 and counters.exchange_errors == 1
+
+
 def test_an_invalid_symbol_is_raised() -> None:
     clock = poller.VirtualClock(T0 / 1000)
 

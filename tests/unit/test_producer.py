@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from decimal import Decimal
 
 import pytest
@@ -75,3 +77,25 @@ def test_merge_by_time_puts_heartbeats_before_trades_at_the_same_time() -> None:
     merged = list(producer.merge_by_time([[trade(1, 1_000), beat],
                                           [trade(5, 2_000, "ETHUSDT"), trade(6, 2_500, "ETHUSDT")]]))
     assert merged == [trade(1, 1_000), beat, trade(5, 2_000, "ETHUSDT"), trade(6, 2_500, "ETHUSDT")]
+
+
+def test_a_stop_cuts_a_long_pace_wait() -> None:
+    """At 0.001x, 10 ms of trades take 10 s; a stop (the flag a signal sets) after 0.2 s ends the wait."""
+    stopping = threading.Event()
+    pacer = producer.Pacer(0.001)
+    pacer.wait(0, stopping.is_set)
+    threading.Timer(0.2, stopping.set).start()
+    started = time.monotonic()
+    pacer.wait(10, stopping.is_set)
+    assert time.monotonic() - started < 5
+
+
+def test_a_stop_cuts_a_paced_publish() -> None:
+    """What a replay does: ``publish`` with a pacer and the stop flag the CLI's signal handler sets."""
+    stopping, sink, counters = threading.Event(), InMemorySink(), producer.Counters()
+    threading.Timer(0.2, stopping.set).start()
+    started = time.monotonic()
+    producer.publish([trade(1, 0), trade(2, 10), trade(3, 20)], sink, Sequencer(), counters,
+                     pacer=producer.Pacer(0.001), stop=stopping.is_set)
+    assert time.monotonic() - started < 5
+    assert counters.published == len(sink.trades) >= 1  # what was sent is confirmed
