@@ -97,12 +97,29 @@ def make_session(retries: int = 5) -> requests.Session:
     return session
 
 
-def _retry_after_s(response: requests.Response, default: float) -> float:
-    raw = response.headers.get("Retry-After")
-    try:
-        return max(float(raw), 0.0) if raw is not None else default
-    except ValueError:
+MAX_RETRY_AFTER_S = 3 * 86_400.0  # Binance's longest ban; a longer (or absurd) Retry-After is cut to it
+
+
+def _retry_after_s(response: requests.Response, default: float, now: float | None = None) -> float:
+    """The seconds ``Retry-After`` asks for: delay-seconds (digits only: "nan", "inf" and "1e10" are not HTTP) or
+    an HTTP date, at most ``MAX_RETRY_AFTER_S``; ``default`` when absent or neither."""
+    raw = (response.headers.get("Retry-After") or "").strip()
+    if raw.isascii() and raw.isdigit():
+        return min(float(raw), MAX_RETRY_AFTER_S)
+    when = _http_date(raw)
+    if when is None:
         return default
+    return min(max(when.timestamp() - (time.time() if now is None else now), 0.0), MAX_RETRY_AFTER_S)
+
+
+def _http_date(raw: str) -> datetime.datetime | None:
+    try:
+        parsed = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if parsed.tzinfo is None:  # "-0000" (RFC 5322: UTC, source unknown): never the host's local time
+        parsed = parsed.replace(tzinfo=datetime.UTC)
+    return parsed
 
 
 class BinanceClient:
@@ -172,12 +189,12 @@ class BinanceClient:
             self._used_weight += weight
         if response.status_code in (418, 429):
             banned = response.status_code == 418
-            wait = _retry_after_s(response, 120.0 if banned else 60.0)
+            wait = _retry_after_s(response, 120.0 if banned else 60.0, self._clock())
             self._blocked_until, self._banned = self._clock() + wait, banned
             what = "banned this IP (418)" if banned else "rate limited us (429)"
             raise RateLimited(f"Binance {what}; no requests for {wait:.0f}s", wait, banned)
         if response.status_code >= 500 or response.status_code == 403:  # 403: Binance's WAF, transient
-            pause = _retry_after_s(response, 0.0)
+            pause = _retry_after_s(response, 0.0, self._clock())
             if pause > 0:  # not retried by the session (see _Retry): no request at all until it has passed
                 self._blocked_until, self._banned = self._clock() + pause, False
                 raise ExchangeUnavailable(f"Binance answered GET {path} with {_error_text(response)}; no requests "
@@ -224,16 +241,8 @@ def _json_list(response: requests.Response, what: str) -> list[Any]:
 
 
 def _server_time_ms(response: requests.Response) -> int | None:
-    raw = response.headers.get("Date")
-    if not raw:
-        return None
-    try:
-        parsed = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
-        return None
-    if parsed.tzinfo is None:  # "-0000" (RFC 5322: UTC, source unknown): never the host's local time
-        parsed = parsed.replace(tzinfo=datetime.UTC)
-    return int(parsed.timestamp() * 1000)
+    parsed = _http_date(response.headers.get("Date") or "")
+    return None if parsed is None else int(parsed.timestamp() * 1000)
 
 
 def _error_text(response: requests.Response) -> str:

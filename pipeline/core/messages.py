@@ -68,12 +68,18 @@ def claims_the_future(message: Trade | Heartbeat, published_ms: int | None) -> b
 # it reads, so the second rule cannot be dodged with "\u0070". Price and quantity are strings: Spark's JSON reader
 # rounds a JSON number given for a string field through a double. No U+FFFD: the Spark job reads a value that is
 # not UTF-8 with replacement characters, the core not at all; a message holding either is refused by both.
-TEXT_REFUSED_PATTERN = "\\\\|\ufffd|\"[pq]\"[ \t\n\r]*:[ \t\n\r]*[-0-9]"
+# And one flat object, nothing after it, no single quotes, no run of 1,000 number characters: Spark's reader
+# ignores what follows the first object, reads 'single quotes' and refuses numbers over 1,000 characters, Python's
+# does none of these, and the two stop nesting at different depths (our messages are flat).
+TEXT_REFUSED_PATTERN = ("\\\\|\ufffd|\"[pq]\"[ \t\n\r]*+:[ \t\n\r]*+[-0-9]|[\\[\\]']|\\{[^{]*+\\{"
+                        "|\\}[ \t\n\r]*+[^ \t\n\r]|[-+.0-9eE]{1000}")
 _TEXT_REFUSED = re.compile(TEXT_REFUSED_PATTERN)
-TEXT_REFUSED_REASON = "not UTF-8, holds an escape sequence, or a price or quantity that is not a JSON string"
+TEXT_REFUSED_REASON = ("not one flat UTF-8 JSON object, holds an escape sequence, or a price or quantity that is not a "
+                       "JSON string")
+MAX_MESSAGE_CHARS = 1_000_000  # Kafka's default largest message; Spark's reader has limits of its own beyond it
 
 
-def classify(raw: bytes, published_ms: int | None) -> Trade | Heartbeat:
+def classify(raw: bytes | None, published_ms: int | None) -> Trade | Heartbeat:
     """The message the job would accept from ``raw`` published at ``published_ms`` (its Kafka timestamp; None when
     the caller has none), or ``MalformedMessage``: ``decode``, then a timestamp and nothing from the future.
     (Binance's invalid records decode; see ``trades.invalid_reason``.)"""
@@ -104,13 +110,21 @@ def encode_heartbeat(heartbeat: Heartbeat) -> tuple[bytes, bytes]:
     return heartbeat.symbol.encode(), json.dumps(value, separators=(",", ":")).encode()
 
 
-def decode(raw: bytes) -> Trade | Heartbeat:
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")  # Python reads NaN and Infinity; Spark's reader here does not
+
+
+def decode(raw: bytes | None) -> Trade | Heartbeat:
+    if not isinstance(raw, bytes):  # a tombstone (a null value)
+        raise MalformedMessage("no value")
     text = raw.decode("utf-8", errors="replace")  # UTF-8 only (json.loads would guess UTF-16 or -32 from bytes)
+    if len(text) > MAX_MESSAGE_CHARS:
+        raise MalformedMessage(f"longer than {MAX_MESSAGE_CHARS:,} characters")
     if _TEXT_REFUSED.search(text):
         raise MalformedMessage(f"{TEXT_REFUSED_REASON}: {raw[:200]!r}")
-    try:
-        value = json.loads(text, parse_float=Decimal)  # a float anywhere else is read exactly, never rounded
-    except (ValueError, RecursionError) as exc:  # RecursionError: nested deeper than the parser goes
+    try:  # a float anywhere else is read exactly, never rounded
+        value = json.loads(text, parse_float=Decimal, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:
         raise MalformedMessage(f"not JSON: {raw[:200]!r}") from exc
     if not isinstance(value, dict):
         raise MalformedMessage(f"not a JSON object: {raw[:200]!r}")

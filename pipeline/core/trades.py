@@ -49,11 +49,17 @@ SYMBOL_PATTERN = "^(?=[A-Z0-9]*[A-Z])[A-Z0-9]{2,20}" + END  # as Binance spells 
 # A decimal as text: ASCII digits, one optional point, an optional sign and exponent; no whitespace, underscores or
 # other digits (Python's Decimal strips Unicode spaces and reads "1_000" and "１２"; Spark's cast trims control
 # characters: each side once accepted what the other refused).
-DECIMAL_PATTERN = r"^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]{1,9})?" + END
+# (Unambiguous, so a long hostile string is matched or refused in linear time: "[0-9]+\.?[0-9]*" took seconds.)
+DECIMAL_PATTERN = r"^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,9})?" + END
+# Of a decimal's spelling: the fraction digits up to the last non-zero one, and the exponent. Its decimal places
+# are counted from them (len(group 1) - exponent), by the core and the Spark job alike: "10e-9" has 9, although
+# its value, 1e-8, needs 8 (the cast to 18 places could not see a digit beyond them; counting the spelling can).
+DECIMAL_PLACES_PATTERN = r"^[+-]?[0-9]*\.?((?:[0-9]*[1-9])?)0*(?:[eE]([+-]?[0-9]{1,9}))?" + END
 # The common spelling (Binance's, ours): at most 10 integer digits and 8 places, which DECIMAL(18,8) holds exactly.
 PLAIN_DECIMAL_PATTERN = r"^[0-9]{1,10}(?:\.[0-9]{0,8})?" + END
 _SYMBOL = re.compile(SYMBOL_PATTERN)
 _DECIMAL = re.compile(DECIMAL_PATTERN)
+_DECIMAL_PLACES = re.compile(DECIMAL_PLACES_PATTERN)
 _MICROS_THRESHOLD = 10**14  # ms timestamps stay below this until the year 5138; µs ones are above it since 1973
 
 
@@ -87,8 +93,10 @@ def _decimal(raw: object, field: str, quote: object) -> Decimal:
     # a string field into a double (1.000000000000000000001 became an accepted "1.0").
     if not isinstance(raw, str):
         raise MalformedTrade(f"{field} must be a decimal string, got {raw!r} in {quote!r}")
-    if _DECIMAL.match(raw) is None:
+    spelled = _DECIMAL_PLACES.match(raw) if _DECIMAL.match(raw) else None
+    if spelled is None:
         raise MalformedTrade(f"{field} {raw!r} is not a decimal number in {quote!r}")
+    places = len(spelled[1]) - int(spelled[2] or 0)
     try:
         value = Decimal(raw)
     except InvalidOperation as exc:
@@ -97,9 +105,7 @@ def _decimal(raw: object, field: str, quote: object) -> Decimal:
         raise MalformedTrade(f"{field} {raw!r} must be a finite non-negative number in {quote!r}")
     if value >= Decimal(10) ** MAX_INTEGER_DIGITS:  # first: quantizing a huge value would raise
         raise MalformedTrade(f"{field} {raw!r} is out of range in {quote!r}")
-    exponent = value.as_tuple().exponent
-    assert isinstance(exponent, int)
-    if -exponent > PRICE_SCALE and value != value.quantize(Decimal(1).scaleb(-PRICE_SCALE)):
+    if places > PRICE_SCALE:
         raise MalformedTrade(f"{field} {raw!r} has more than {PRICE_SCALE} decimal places in {quote!r}")
     return value.quantize(Decimal(1).scaleb(-PRICE_SCALE))
 

@@ -22,21 +22,29 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import BooleanType, IntegerType, LongType, StringType, StructField, StructType
 
-from pipeline.core.messages import MAX_CLOCK_SKEW_MS, SCHEMA_VERSION, TEXT_REFUSED_PATTERN, TEXT_REFUSED_REASON
+from pipeline.core.messages import (
+    MAX_CLOCK_SKEW_MS,
+    MAX_MESSAGE_CHARS,
+    SCHEMA_VERSION,
+    TEXT_REFUSED_PATTERN,
+    TEXT_REFUSED_REASON,
+)
 from pipeline.core.trades import (
     DECIMAL_PATTERN,
-    END,
+    DECIMAL_PLACES_PATTERN,
     MAX_FILLS,
     MAX_ID,
+    MAX_INTEGER_DIGITS,
     MAX_NOTIONAL,
     MAX_TIME_MS,
     MIN_TIME_MS,
     PLAIN_DECIMAL_PATTERN,
+    PRICE_SCALE,
     SYMBOL_PATTERN,
 )
 from pipeline.core.windows import WINDOW_MS
 
-PRICE = "decimal(18,8)"
+PRICE = f"decimal({MAX_INTEGER_DIGITS + PRICE_SCALE},{PRICE_SCALE})"  # DECIMAL(18,8)
 # The core's rules (``pipeline.core.trades``), applied here to the same effect: they keep every later step exact
 # and overflow-free under ANSI mode, and every accepted trade writable to MySQL.
 
@@ -64,13 +72,11 @@ def parse(kafka_rows: DataFrame) -> DataFrame:
         # Epoch ms, not a timestamp: collect() would turn a timestamp into the driver's *local* time.
         "topic", "partition", "offset", F.unix_millis("timestamp").alias("kafka_timestamp_ms"),
         value.alias("raw_value"),
-        F.from_json(value, MESSAGE_SCHEMA, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": "_corrupt"})
+        # As strict as Python's json.loads where the text rule (TEXT_REFUSED_PATTERN) does not already decide.
+        F.from_json(value, MESSAGE_SCHEMA, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": "_corrupt",
+                                            "allowSingleQuotes": "false", "allowNonNumericNumbers": "false"})
         .alias("msg"),
     )
-
-
-# A decimal's fraction digits (trailing zeros apart) and its exponent, to count its places exactly.
-_SPELLING = r"^[+-]?[0-9]*\.?([0-9]*?)0*(?:[eE]([+-]?[0-9]{1,9}))?" + END
 
 
 def _exact_decimal(text: Column) -> Column:
@@ -82,14 +88,15 @@ def _exact_decimal(text: Column) -> Column:
     read to 8 places and to 18, which must agree: the cast alone would round a digit beyond 18 places away, and it
     trims spaces and control characters the core refuses."""
     narrow, wide = text.try_cast(PRICE), text.try_cast("decimal(38,18)")
-    exponent = F.regexp_extract(text, _SPELLING, 2)
-    places = (F.length(F.regexp_extract(text, _SPELLING, 1))
+    exponent = F.regexp_extract(text, DECIMAL_PLACES_PATTERN, 2)
+    places = (F.length(F.regexp_extract(text, DECIMAL_PLACES_PATTERN, 1))
               - F.when(exponent == "", 0).otherwise(exponent.try_cast("int")))
-    # CASE, not OR: Spark hoists an expression repeated under an OR out of it (subexpression elimination) and
-    # would run the regular expressions on every price; a CASE's later branch is evaluated only when reached.
+    # Nested CASEs, not AND/OR: Spark hoists an expression repeated under an AND or OR out of it (subexpression
+    # elimination) and would run every regular expression on every price; a CASE's branch is evaluated only when
+    # reached, so the places are counted only of a string that is a decimal (DECIMAL_PATTERN is linear).
     exact = narrow.isNotNull() & (narrow == wide)
     return F.when(text.rlike(PLAIN_DECIMAL_PATTERN), narrow).when(
-        text.rlike(DECIMAL_PATTERN) & (places <= 8) & exact, narrow)
+        text.rlike(DECIMAL_PATTERN), F.when((places <= PRICE_SCALE) & exact, narrow))
 
 
 def _time_ok(t: Column) -> Column:
@@ -114,7 +121,8 @@ def classify(messages: DataFrame) -> DataFrame:
     published = F.col("kafka_timestamp_ms")
     from_the_future = m["T"] > published + MAX_CLOCK_SKEW_MS
     reason = (
-        F.when(F.col("raw_value").rlike(TEXT_REFUSED_PATTERN), F.lit(TEXT_REFUSED_REASON))
+        F.when(F.length("raw_value") > MAX_MESSAGE_CHARS, F.lit(f"longer than {MAX_MESSAGE_CHARS:,} characters"))
+        .when(F.col("raw_value").rlike(TEXT_REFUSED_PATTERN), F.lit(TEXT_REFUSED_REASON))
         .when(m.isNull() | F.col("raw_value").isNull() | m["_corrupt"].isNotNull(),
               F.lit("not a JSON object with fields of the schema's types"))
         .when(m["v"].isNull() | (m["v"] != SCHEMA_VERSION), F.lit("unsupported schema version"))

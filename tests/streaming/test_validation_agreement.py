@@ -65,7 +65,7 @@ PUBLISHED = datetime(2026, 1, 1, 12, 1, tzinfo=UTC)  # the Kafka timestamp of ev
 PUBLISHED_MS = 1_767_268_860_000
 
 
-def core_verdict(raw: bytes) -> Trade | messages.Heartbeat | None:
+def core_verdict(raw: bytes | None) -> Trade | messages.Heartbeat | None:
     """What the core accepts: a decodable message that is not one of Binance's invalid records, nor speaks of a
     time after it was published."""
     try:
@@ -124,4 +124,36 @@ def test_core_and_spark_agree_on_decimal_spellings(spark: Any) -> None:
         if core_price != spark_prices[offset]:
             disagreements.append((text, core_price, spark_prices[offset]))
     assert spark_prices[spellings.index('"1.5"')] == Decimal("1.5")  # the test can see an accepted price
+    assert not disagreements, disagreements
+
+
+def test_core_and_spark_agree_on_whole_messages(spark: Any) -> None:
+    """Messages a hand-written or hostile producer could send, each once: the same verdict and values. (Spark read
+    'single quotes', ignored what followed the first object, and took 'p':1.000000000000000000001 as 1.0.)"""
+    real = ('{"v":1,"type":"trade","s":"BTCUSDT","a":7,"p":"1.50000000","q":"2.00000000","f":7,"l":7,'
+            f'"T":{PUBLISHED_MS - 1000},"m":true,"M":false}}')
+    texts = [
+        real, real + " garbage", real + '{"x":1}', real + "]", real + "\x00", real + " \n",
+        real.replace('"s":"BTCUSDT"', "'s':'BTCUSDT'"), real.replace('"p":"1.50000000"', "'p':1.000000000000000000001"),
+        real.replace('"p":"1.50000000"', "\"p\":'1.5'"), real.replace('"p":"1.50000000"', '"\\u0070":"1.5"'),
+        real[:-1] + ',"x":{"y":1}}', real[:-1] + ',"x":[1]}', real[:-1] + ',"x":NaN}', real[:-1] + ',"x":-Infinity}',
+        real[:-1] + ',"x":' + "1" * 999 + "}", real[:-1] + ',"x":' + "1" * 1001 + "}",
+        real[:-1] + ',"x":"' + "é" * 2000 + '"}', " " + real, "\ufeff" + real,
+        real.replace('"p":"1.50000000"', '"p":"1.5","p":"2.5"'), real.replace('"p":"1.50000000"', '"p":null'),
+        *(real.replace('"1.50000000"', f'"{p}"') for p in ("10e-9", "100e-10", "15000000000e-10", "1e-8", "0e-20",
+                                                           "1" * 2000, "1" * 30 + "x", "0." + "0" * 30 + "1")),
+    ]
+    raws: list[bytes | None] = [t.encode() for t in texts] + [None, real.encode("utf-16"), b"\xff" + real.encode()]
+    rows = spark.createDataFrame([(b"k", r, "t", 0, i, PUBLISHED, 0) for i, r in enumerate(raws)], KAFKA_SCHEMA)
+    classified = transforms.classify(transforms.parse(rows))
+    spark_says = {r["offset"]: (r["reason"], r["price"]) for r in classified.select("offset", "reason", "price")
+                  .collect()}
+    assert spark_says[0] == (None, Decimal("1.5"))  # the real message is read
+    disagreements = []
+    for offset, raw in enumerate(raws):
+        verdict = core_verdict(raw)
+        reason, price = spark_says[offset]
+        core_price = verdict.price if isinstance(verdict, Trade) else None
+        if (verdict is None) != (reason is not None) or core_price != (price if reason is None else None):
+            disagreements.append((raw[:80] if raw else raw, verdict, reason, price))
     assert not disagreements, disagreements

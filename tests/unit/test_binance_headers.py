@@ -13,7 +13,14 @@ import pytest
 import requests
 
 from pipeline import poller, producer
-from pipeline.adapters.binance import BinanceClient, RateLimited, _server_time_ms, make_session
+from pipeline.adapters.binance import (
+    MAX_RETRY_AFTER_S,
+    BinanceClient,
+    RateLimited,
+    _retry_after_s,
+    _server_time_ms,
+    make_session,
+)
 from pipeline.errors import ConfigError
 
 
@@ -40,6 +47,19 @@ def test_no_or_bad_date_is_none() -> None:
     assert _server_time_ms(response) is None
     response.headers["Date"] = "yesterday"
     assert _server_time_ms(response) is None
+
+
+@pytest.mark.parametrize(("header", "seconds"), [
+    ("120", 120.0), (" 7 ", 7.0), ("0", 0.0), ("9000000000", MAX_RETRY_AFTER_S),  # 285 years: cut to 3 days
+    ("Thu, 01 Jan 2026 12:01:30 GMT", 90.0), ("Thu, 01 Jan 2026 11:00:00 GMT", 0.0),  # an HTTP date, past or not
+    ("nan", 60.0), ("inf", 60.0), ("1e10", 60.0), ("-5", 60.0), ("1.5", 60.0), ("soon", 60.0), ("", 60.0),
+])
+def test_retry_after_is_delay_seconds_or_an_http_date_and_bounded(header: str, seconds: float) -> None:
+    """"inf" or "1e10" crashed the producer (OverflowError in a wait), "nan" let it send at once, a date was read
+    as no wait at all, and 9000000000 slept for centuries."""
+    response = requests.models.Response()
+    response.headers["Retry-After"] = header
+    assert _retry_after_s(response, 60.0, now=1_767_268_800.0) == seconds
 
 
 @pytest.mark.parametrize("url", ["api.binance.com", "ftp://api.binance.com", "https://", "http:///x",

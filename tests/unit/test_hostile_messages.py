@@ -4,6 +4,7 @@ too (``tests/streaming/test_validation_agreement.py`` holds the two to the same 
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime
 from decimal import Decimal
 
@@ -157,3 +158,49 @@ def test_lock_waits_deadlocks_and_lost_connections_are_retried(code: int) -> Non
 def test_errors_about_the_statement_or_the_login_are_not_retried(error: tuple[int, str]) -> None:
     assert not mysql_store.retryable(pymysql.err.ProgrammingError(*error))
     assert not mysql_store.retryable(pymysql.err.OperationalError(*error))
+
+
+REAL_TEXT = messages.encode_trade(REAL)[1].decode()
+
+
+@pytest.mark.parametrize("raw", [
+    REAL_TEXT + " garbage", REAL_TEXT + '{"x":1}', REAL_TEXT + "]", REAL_TEXT + "\x00",  # Spark read the first object
+    REAL_TEXT.replace('"s":"BTCUSDT"', "'s':'BTCUSDT'"), REAL_TEXT.replace('"p":', "'p':"),  # Spark reads 'quotes'
+    REAL_TEXT[:-1] + ',"x":{"y":1}}', REAL_TEXT[:-1] + ',"x":[1]}',  # nesting: the parsers stop at other depths
+    REAL_TEXT[:-1] + ',"x":NaN}', REAL_TEXT[:-1] + ',"x":-Infinity}',  # Python reads these, Spark here does not
+    REAL_TEXT[:-1] + ',"x":' + "1" * 1001 + "}",  # Spark refuses a number over 1,000 characters
+    REAL_TEXT[:-1] + ',"x":"' + "A" * 1_000_001 + '"}',
+])
+def test_one_flat_object_as_strict_json_or_nothing(raw: str) -> None:
+    with pytest.raises(MalformedMessage):
+        messages.decode(raw.encode())
+
+
+def test_a_tombstone_is_refused_not_a_crash() -> None:
+    """A null value (a tombstone) raised AttributeError in the resume scan: every producer stopped at start."""
+    with pytest.raises(MalformedMessage):
+        messages.classify(None, PUBLISHED_MS)
+
+
+@pytest.mark.parametrize(("spelled", "price"), [("1e-8", "0.00000001"), ("1.5E+3", "1500"), ("+1.5", "1.5"),
+                                                (".5", "0.5"), ("5.", "5"), ("1.500000000000", "1.5")])
+def test_decimal_spellings_the_core_and_spark_both_read(spelled: str, price: str) -> None:
+    assert messages.decode(_with(p=spelled)).price == Decimal(price)
+
+
+@pytest.mark.parametrize("spelled", ["10e-9", "100e-10", "15000000000e-10", "0e-20", "0.0e-9", "0e-999999999"])
+def test_places_are_counted_from_the_spelling_as_spark_counts_them(spelled: str) -> None:
+    """Spark can only count a long spelling's places from its text; the core counted them from the value and
+    accepted what Spark refused (10e-9 is 1e-8, but spelled with 9 places)."""
+    with pytest.raises(MalformedMessage, match="decimal places|not a decimal"):
+        messages.decode(_with(p=spelled))
+
+
+@pytest.mark.parametrize("spelled", ["1" * 65_536 + "x", "0." + "0" * 65_536 + "1x", "1." + "1" * 65_536 + "e"])
+def test_a_long_hostile_decimal_is_refused_in_linear_time(spelled: str) -> None:
+    """The decimal pattern was ambiguous ("[0-9]+\\.?[0-9]*"): 16,000 digits took 3 s, growing with the square of the
+    length, so one such price held a producer for hours. Now each is refused at once (the bound is 50x slack)."""
+    started = time.monotonic()
+    with pytest.raises(MalformedTrade):
+        parse_rest("BTCUSDT", {**json.loads(_with()), "p": spelled})
+    assert time.monotonic() - started < 1.0
