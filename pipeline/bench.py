@@ -1277,7 +1277,6 @@ def count_topic(topic: str, checkpoint: str) -> int:
     """Spark alone: the same connector and source options as the job, each batch only counted."""
     from pipeline.compose import spark_session
     from pipeline.services import stack
-    from pipeline.spark.job import MAX_OFFSETS_PER_TRIGGER
 
     settings = Settings.from_mapping(os.environ)
     spark = spark_session(settings, app_name="pipeline-bench-count")
@@ -1285,7 +1284,7 @@ def count_topic(topic: str, checkpoint: str) -> int:
     source = (spark.readStream.format("kafka")
               .option("kafka.bootstrap.servers", stack.kafka_bootstrap(settings))
               .option("subscribe", topic).option("startingOffsets", "earliest").option("failOnDataLoss", "true")
-              .option("maxOffsetsPerTrigger", str(MAX_OFFSETS_PER_TRIGGER))
+              .option("maxOffsetsPerTrigger", str(settings.max_offsets_per_trigger))
               .options(**settings.kafka_spark_options()).load())
     query = (source.writeStream.foreachBatch(lambda batch, _id: counted.append(batch.count()))
              .option("checkpointLocation", checkpoint).trigger(availableNow=True).start())

@@ -6,6 +6,7 @@ Every ``PipelineError`` becomes one line on stderr and its exit code; no traceba
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import shlex
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, NoReturn
 from pipeline import compose
 from pipeline.core.trades import MIN_TIME_MS
 from pipeline.errors import ConfigError, PipelineError, run_command
-from pipeline.settings import Settings
+from pipeline.settings import Settings, max_offsets
 
 if TYPE_CHECKING:  # adapters are imported where used: `pipeline --help` must not load Kafka or Spark
     from datetime import datetime
@@ -277,6 +278,9 @@ def _record(args: argparse.Namespace, settings: Settings) -> int:
 
 def _process(args: argparse.Namespace, settings: Settings) -> int:
     _positive(args.trigger_seconds, "--trigger-seconds", LONGEST_WAIT_S)
+    if args.max_offsets_per_trigger is not None:
+        settings = dataclasses.replace(settings, max_offsets_per_trigger=max_offsets(
+            args.max_offsets_per_trigger.strip(), "--max-offsets-per-trigger"))
     summary = compose.process(settings, until_idle=args.until_idle, trigger_seconds=args.trigger_seconds)
     print(f"process: {summary.line()}")
     return 0
@@ -537,6 +541,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_process.add_argument("--until-idle", action="store_true",
                            help="process everything available, finalize what can be, and exit 0")
     p_process.add_argument("--trigger-seconds", type=float, default=1.0, help="micro-batch interval when running on")
+    p_process.add_argument("--max-offsets-per-trigger", metavar="N",
+                           help="at most N Kafka messages per micro-batch (default PIPELINE_MAX_OFFSETS_PER_TRIGGER, "
+                                "else 500000); lower it if a batch is too large for the driver")
     p_process.set_defaults(func=_process)
 
     p_migrate = sub.add_parser("migrate", help="create or update the MySQL schema (as PIPELINE_MYSQL_ADMIN_URL, "

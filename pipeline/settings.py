@@ -21,6 +21,7 @@ from pipeline.errors import ConfigError
 SPARK_MASTERS = ("local", "spark://", "yarn", "k8s://")
 SPARK_LOG_LEVELS = ("ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF", "TRACE")
 STACK_BACKENDS = ("processes", "containers")
+MIN_BATCH_OFFSETS, MAX_BATCH_OFFSETS = 100, 100_000_000  # PIPELINE_MAX_OFFSETS_PER_TRIGGER's range
 DEFAULT_SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "ADAUSDT")
 _DB_NAME_RE = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 
@@ -320,6 +321,14 @@ def _checkpoint(raw: str | None) -> Path | str | None:
     return Path(raw).expanduser()
 
 
+def max_offsets(raw: str, name: str) -> int:
+    """A micro-batch's size limit (PIPELINE_MAX_OFFSETS_PER_TRIGGER, ``--max-offsets-per-trigger``)."""
+    if not re.fullmatch(r"[0-9]{1,9}", raw) or not MIN_BATCH_OFFSETS <= int(raw) <= MAX_BATCH_OFFSETS:
+        raise ConfigError(f"{name} must be a whole number from {MIN_BATCH_OFFSETS:,} to {MAX_BATCH_OFFSETS:,}, "
+                          f"got {raw!r}")
+    return int(raw)
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     kafka_bootstrap: str | None  # PIPELINE_KAFKA_BOOTSTRAP
@@ -329,6 +338,10 @@ class Settings:
     # PIPELINE_TOPIC_PARTITIONS: partitions of the topic when the pipeline creates it (an existing topic is kept as
     # it is). A symbol lives in one partition, so more partitions than symbols add no parallelism to one job.
     topic_partitions: int = 3
+    # PIPELINE_MAX_OFFSETS_PER_TRIGGER: at most this many Kafka messages in one micro-batch of `pipeline process`
+    # (Spark's maxOffsetsPerTrigger). A batch's cost grows with its size only; lower it if a batch is too big for
+    # the driver's memory or to commit sooner during a catch-up.
+    max_offsets_per_trigger: int = 500_000
     # PIPELINE_CHECKPOINT_DIR: a local path, or a URL Spark's file systems read (hdfs://, s3a://, ...), kept as
     # written (a Path would fold "//"); None: beside the local stack's data (pipeline.services.stack.checkpoint_dir)
     checkpoint_dir: Path | str | None = None
@@ -368,6 +381,8 @@ class Settings:
         if not re.fullmatch(r"[0-9]{1,5}", partitions_raw) or not 1 <= int(partitions_raw) <= 10_000:
             raise ConfigError(f"PIPELINE_TOPIC_PARTITIONS must be a whole number from 1 to 10000, "
                               f"got {partitions_raw!r}")
+        batch_offsets = max_offsets(get("PIPELINE_MAX_OFFSETS_PER_TRIGGER") or str(cls.max_offsets_per_trigger),
+                                    "PIPELINE_MAX_OFFSETS_PER_TRIGGER")
         if not re.match(r"^[A-Za-z0-9._-]{1,249}$", topic):
             raise ConfigError(f"PIPELINE_TOPIC: {topic!r} is not a valid Kafka topic name")
         spark_master = get("PIPELINE_SPARK_MASTER")
@@ -390,6 +405,7 @@ class Settings:
             symbols=_symbols(get("PIPELINE_SYMBOLS") or ",".join(DEFAULT_SYMBOLS)),
             topic=topic,
             topic_partitions=int(partitions_raw),
+            max_offsets_per_trigger=batch_offsets,
             checkpoint_dir=_checkpoint(get("PIPELINE_CHECKPOINT_DIR")),
             watermark_seconds=watermark,
             state_dir=state_dir,
@@ -424,6 +440,7 @@ class Settings:
         Passwords are included: for a child's environment only, never for output."""
         env = {"PIPELINE_SYMBOLS": ",".join(self.symbols), "PIPELINE_TOPIC": self.topic,
                "PIPELINE_TOPIC_PARTITIONS": str(self.topic_partitions),
+               "PIPELINE_MAX_OFFSETS_PER_TRIGGER": str(self.max_offsets_per_trigger),
                "PIPELINE_WATERMARK_SECONDS": str(self.watermark_seconds), "PIPELINE_STATE_DIR": str(self.state_dir),
                "PIPELINE_CACHE_DIR": str(self.cache_dir), "PIPELINE_SPARK_DRIVER_MEMORY": self.spark_driver_memory,
                "PIPELINE_SPARK_LOG_LEVEL": self.spark_log_level}

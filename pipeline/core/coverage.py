@@ -14,6 +14,7 @@ Two uses, one arithmetic:
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Sequence
 
 Range = tuple[int, int]  # inclusive: (first, last)
@@ -65,3 +66,37 @@ def parse(text: str | None) -> list[Range]:
         first, _, last = part.partition("-")
         out.append((int(first), int(last)))
     return union(out)
+
+
+Piece = tuple[int, int, int]  # (from_ms, until_ms, offset): times in [from_ms, until_ms) first covered at offset
+
+
+def earliest_cover(heartbeats: Iterable[tuple[int, int, int]]) -> list[Piece]:
+    """For heartbeats ``(offset, from_ms, until_ms)`` of one (symbol, partition): the step function "the lowest
+    offset of a heartbeat whose ``[from_ms, until_ms)`` holds t", as sorted, disjoint pieces (times no heartbeat
+    covers have none). A trade at (offset o, time t) sits behind a heartbeat that covers it iff the piece holding
+    t has an offset below o: one lookup per trade, whatever the number of heartbeats (issue 18)::
+
+        heartbeats (offset: [from, until)):  7: [0, 60)   9: [0, 120)   4: [100, 130)
+        pieces:                              [0, 60) 7 | [60, 100) 9 | [100, 130) 4
+
+    At most 2n - 1 pieces for n heartbeats; O(n log n)."""
+    spans = sorted((start, end, offset) for offset, start, end in heartbeats if end > start)
+    bounds = sorted({t for start, end, _ in spans for t in (start, end)})
+    pieces: list[Piece] = []
+    active: list[tuple[int, int]] = []  # (offset, until_ms): a heap, stale entries dropped when seen
+    i = 0
+    for left, right in zip(bounds, bounds[1:], strict=False):
+        while i < len(spans) and spans[i][0] <= left:
+            heapq.heappush(active, (spans[i][2], spans[i][1]))
+            i += 1
+        while active and active[0][1] <= left:
+            heapq.heappop(active)
+        if not active:
+            continue
+        offset = active[0][0]
+        if pieces and pieces[-1][1] == left and pieces[-1][2] == offset:
+            pieces[-1] = (pieces[-1][0], right, offset)
+        else:
+            pieces.append((left, right, offset))
+    return pieces

@@ -28,7 +28,6 @@ from pipeline.spark import writer
 from pipeline.spark.writer import JobSummary
 
 log = logging.getLogger(__name__)
-MAX_OFFSETS_PER_TRIGGER = 500_000
 
 
 def _is_spark_55271(exc: BaseException | None) -> bool:
@@ -67,8 +66,8 @@ def run(settings: Settings, bootstrap: str, url: MysqlUrl, checkpoint_dir: Path 
         # Never skip data silently: if offsets vanished (retention), stop and say so.
         .option("failOnDataLoss", "true")
         # Batches stay bounded (driver memory, statement sizes) whatever the backlog; with no watermark, how a
-        # backlog is split cannot change a result.
-        .option("maxOffsetsPerTrigger", str(MAX_OFFSETS_PER_TRIGGER))
+        # backlog is split cannot change a result (PIPELINE_MAX_OFFSETS_PER_TRIGGER).
+        .option("maxOffsetsPerTrigger", str(settings.max_offsets_per_trigger))
         # PIPELINE_KAFKA_SECURITY_PROTOCOL, SASL and TLS settings as kafka.* options (none by default).
         .options(**settings.kafka_spark_options())
         .load()
@@ -112,8 +111,11 @@ def run(settings: Settings, bootstrap: str, url: MysqlUrl, checkpoint_dir: Path 
                     continue
                 if exc is not None:
                     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                    raise ServiceError(f"the Spark query {name} failed: {first[:500]} (its checkpoint is kept; "
-                                       "fix the cause and run again)") from exc
+                    failed = batch_writer.failed or "a batch"
+                    raise ServiceError(
+                        f"the Spark query {name} failed on {failed}: {first[:500]} (its checkpoint is kept; fix the "
+                        f"cause and run again; if the batch is too large for this driver, run again with a smaller "
+                        f"PIPELINE_MAX_OFFSETS_PER_TRIGGER, now {settings.max_offsets_per_trigger:,})") from exc
                 finished[name] = query
             if not until_idle:
                 stop.wait(1.0)

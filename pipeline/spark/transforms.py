@@ -177,28 +177,58 @@ def trades(classified: DataFrame, *extra: str) -> DataFrame:
     )
 
 
-def after_coverage(heartbeats: list[tuple[str, int, int, int, int]]) -> Column | None:
-    """True for a trade that its symbol's partition holds *after* a heartbeat already declaring its time complete
-    (symbol, partition, offset, from, T): whatever batch it lands in, it is late."""
-    cases = [(F.col("symbol") == s) & (F.col("partition") == p) & (F.col("offset") > o)
-             & (F.col("event_ms") >= start) & (F.col("event_ms") < end) for s, p, o, start, end in heartbeats]
-    if not cases:
-        return None
-    condition = cases[0]
-    for case in cases[1:]:
-        condition = condition | case
-    return condition
+# Per (symbol, partition): from when until when a heartbeat of the batch first covers a time, and at which offset
+# (``pipeline.core.coverage.earliest_cover``): data the trades are looked up in, never an expression per heartbeat.
+COVER_SCHEMA = StructType([
+    StructField("symbol", StringType()),
+    StructField("partition", IntegerType()),
+    StructField("from_ms", LongType()),
+    StructField("until_ms", LongType()),
+    StructField("cover_offset", LongType()),
+])
+POSITION_SCHEMA = StructType([StructField("partition", IntegerType()), StructField("offset", LongType())])
 
 
-def islands(trade_rows: DataFrame, after: Column | None = None) -> DataFrame:
-    """Per (symbol, minute), each run of consecutive agg ids with its exact accumulator columns; ``after`` (see
-    ``after_coverage``) splits off, in islands of their own, the trades behind a heartbeat that covers them.
+def behind_coverage(trade_rows: DataFrame, pieces: DataFrame) -> DataFrame:
+    """The (partition, offset) of every trade that its symbol's partition holds *after* a heartbeat already declaring
+    its time complete: whatever batch it lands in, it is late (ADR-9).
+
+    ``pieces`` (``COVER_SCHEMA``) are disjoint per (symbol, partition), so one pass sorted by time finds each
+    trade's piece: the last piece starting at or before the trade (a piece sorts before a trade at the same ms).
+    The cost is a sort of the batch's trades and pieces: bounded by the batch's size, whatever it holds (issue 18:
+    one OR term per heartbeat overflowed Spark's stack at 600 heartbeats)."""
+    marks = pieces.select("symbol", "partition", F.col("from_ms").alias("t"), F.lit(0).alias("kind"),
+                          F.lit(None).cast("long").alias("offset"), F.struct("until_ms", "cover_offset").alias("piece"))
+    rows = trade_rows.select("symbol", "partition", F.col("event_ms").alias("t"), F.lit(1).alias("kind"), "offset",
+                             F.lit(None).cast(marks.schema["piece"].dataType).alias("piece"))
+    by_time = (Window.partitionBy("symbol", "partition").orderBy("t", "kind")
+               .rowsBetween(Window.unboundedPreceding, Window.currentRow))
+    piece = F.last("piece", ignorenulls=True).over(by_time)
+    return (marks.unionByName(rows).withColumn("piece", piece)
+            .where((F.col("kind") == 1) & (F.col("t") < F.col("piece.until_ms"))
+                   & (F.col("offset") > F.col("piece.cover_offset")))
+            .select("partition", "offset"))
+
+
+def flag_behind(trade_rows: DataFrame, positions: DataFrame | None) -> DataFrame:
+    """``trade_rows`` with ``after``: true for the trades at ``positions`` (``behind_coverage``'s, few)."""
+    if positions is None:
+        return trade_rows.withColumn("after", F.lit(False))
+    marked = F.broadcast(positions.withColumn("after", F.lit(True)))
+    return (trade_rows.join(marked, ["partition", "offset"], "left")
+            .withColumn("after", F.coalesce(F.col("after"), F.lit(False))))
+
+
+def islands(trade_rows: DataFrame) -> DataFrame:
+    """Per (symbol, minute), each run of consecutive agg ids with its exact accumulator columns; the trades whose
+    ``after`` column is true (``flag_behind``) are split off, in islands of their own: they are behind a heartbeat
+    that covers them.
 
     One shuffle: by (symbol, minute); a redelivered (symbol, agg id) is always in the same minute, so the
     deduplication, the numbering and the grouping all reuse that partitioning.
     """
     by_minute = Window.partitionBy("symbol", "start_ms", "after").orderBy("agg_id")
-    flagged = trade_rows.withColumn("after", F.coalesce(after, F.lit(False)) if after is not None else F.lit(False))
+    flagged = trade_rows if "after" in trade_rows.columns else trade_rows.withColumn("after", F.lit(False))
     return (
         flagged.repartition("symbol", "start_ms")
         .dropDuplicates(["symbol", "start_ms", "after", "agg_id"])

@@ -114,24 +114,54 @@ def cached_columns(classified: DataFrame) -> DataFrame:
             .withColumn("raw_value", F.when(F.col("reason").isNotNull(), F.col("raw_value"))))
 
 
-def collect_islands(trade_rows: DataFrame, after: Any = None) -> tuple[list[merging.Island], list[merging.Island]]:
-    """The batch's islands, and apart those of trades behind a heartbeat that covers them (late; normally none)."""
+def collect_islands(trade_rows: DataFrame) -> tuple[list[merging.Island], list[merging.Island]]:
+    """The batch's islands, and apart those of trades behind a heartbeat that covers them (``after``: late; normally
+    none)."""
     normal: list[merging.Island] = []
     behind: list[merging.Island] = []
-    for r in transforms.islands(trade_rows, after).collect():
+    for r in transforms.islands(trade_rows).collect():
         island = merging.Island(r["symbol"], int(r["start_ms"]), int(r["open_id"]), int(r["close_id"]),
                                 accumulator(r))
         (behind if r["after"] else normal).append(island)
     return normal, behind
 
 
-def _in_windows(keys: set[Key]) -> Any:
-    return F.concat_ws(":", "symbol", F.col("start_ms").cast("string")).isin(sorted(f"{s}:{t}" for s, t in keys))
+Beat = tuple[str, int, int, int, int]  # a valid heartbeat: symbol, partition, offset, from_ms, complete_before_ms
+
+
+def cover_pieces(beats: list[Beat]) -> list[tuple[str, int, int, int, int]]:
+    """The batch's heartbeats as rows of ``transforms.COVER_SCHEMA``: per (symbol, partition), when each time is
+    first covered (``coverage.earliest_cover``)."""
+    homes: dict[tuple[str, int], list[tuple[int, int, int]]] = {}
+    for symbol, partition, offset, start, end in beats:
+        homes.setdefault((symbol, partition), []).append((offset, start, end))
+    return [(symbol, partition, start, end, offset) for (symbol, partition), spans in sorted(homes.items())
+            for start, end, offset in coverage.earliest_cover(spans)]
+
+
+def behind_positions(trade_rows: DataFrame, beats: list[Beat]) -> DataFrame | None:
+    """The positions of the trades behind a heartbeat of this batch that covers them, as a small DataFrame (None:
+    there are none, the usual case). The heartbeats go to Spark as data: the plan is the same for 1 or 100,000."""
+    pieces = cover_pieces(beats)
+    if not pieces:
+        return None
+    spark = trade_rows.sparkSession
+    late = transforms.behind_coverage(
+        trade_rows, spark.createDataFrame(pieces, transforms.COVER_SCHEMA, verifySchema=False)).collect()
+    if not late:
+        return None
+    return spark.createDataFrame([(int(r["partition"]), int(r["offset"])) for r in late], transforms.POSITION_SCHEMA)
+
+
+def in_windows(rows: DataFrame, keys: set[Key]) -> DataFrame:
+    """``rows`` of the windows ``keys`` (a join with them as data, not an expression listing them)."""
+    wanted = rows.sparkSession.createDataFrame(sorted(keys), "symbol string, start_ms long")
+    return rows.join(F.broadcast(wanted), ["symbol", "start_ms"], "left_semi")
 
 
 def _exact_trades(trade_rows: DataFrame, keys: set[Key]) -> dict[Key, list[Trade]]:
     out: dict[Key, list[Trade]] = {k: [] for k in keys}
-    for r in trade_rows.where(_in_windows(keys)).collect():
+    for r in in_windows(trade_rows, keys).collect():
         out[(r["symbol"], int(r["start_ms"]))].append(Trade(
             r["symbol"], int(r["agg_id"]), r["price"], r["quantity"], int(r["first_trade_id"]),
             int(r["last_trade_id"]), int(r["event_ms"]), bool(r["buyer_is_maker"]), True))
@@ -145,6 +175,8 @@ class BatchWriter:
     def __init__(self, url: MysqlUrl, summary: JobSummary, run: str | None = None) -> None:
         self.url, self.summary = url, summary
         self._run, self._run_known = run, threading.Event()
+        self.failed: str | None = None  # the batch that raised, as "batch N (K messages at offsets ...)"
+        self._reading: str | None = None
         if run is not None:
             self._run_known.set()
 
@@ -167,8 +199,14 @@ class BatchWriter:
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
         parsed = cached_columns(transforms.classify(transforms.parse(batch))).persist()
+        self._reading = None
         try:
             counts, inputs = self._apply(batch, parsed, batch_id)
+        except BaseException as exc:
+            self.failed = f"batch {batch_id}" + (f" ({self._reading})" if self._reading else "")
+            log.error("%s failed: %s", self.failed, str(exc).strip().splitlines()[0][:500] if str(exc).strip()
+                      else type(exc).__name__)
+            raise
         finally:
             parsed.unpersist()
         self.summary.batches += 1
@@ -196,6 +234,7 @@ class BatchWriter:
         read = batch_read(parsed)
         if not read.messages:
             return mysql_store.BatchCounts(), 0
+        self._reading = f"{read.messages:,} messages at offsets {read.offsets}"
         began = self._phase("read", began)
         side = parsed.where(F.col("reason").isNotNull() | (m["type"] == "heartbeat")).select(
             "topic", "partition", "offset", "kafka_timestamp_ms", "raw_value", "reason",
@@ -208,8 +247,9 @@ class BatchWriter:
                   int(r["complete_before_ms"])) for r in side if not r["reason"]]
         began = self._phase("side", began)
         trade_rows = transforms.trades(parsed)
-        after = transforms.after_coverage(beats)
-        islands, behind = collect_islands(trade_rows, after)
+        positions = behind_positions(trade_rows, beats)
+        flagged = transforms.flag_behind(trade_rows, positions)
+        islands, behind = collect_islands(flagged)
         began = self._phase("islands", began)
         run = self.run
 
@@ -219,13 +259,13 @@ class BatchWriter:
             stored = mysql_store.load_windows(cur, {(i.symbol, i.start_ms) for i in islands})
             symbols = {i.symbol for i in islands} | {b[0] for b in beats}
             before = mysql_store.load_coverage(cur, symbols)
-            normal = trade_rows if after is None else trade_rows.where(~F.coalesce(after, F.lit(False)))
+            normal = trade_rows if positions is None else flagged.where(~F.col("after"))
             outcomes = merging.settle(stored, before, islands, lambda keys: _exact_trades(normal, keys))
             duplicates = sum(o.duplicates for o in outcomes.values())
             late_kept: list[tuple[Key, mysql_store.QuarantinedMessage]] = []
             closed = {k for k, o in outcomes.items() if o.late}
             if closed or behind:  # rare: fetch the late trades themselves
-                late_kept, more_duplicates = self._late(batch, parsed, closed, after, stored, outcomes)
+                late_kept, more_duplicates = self._late(batch, parsed, closed, positions, stored, outcomes)
                 duplicates += more_duplicates
             new = mysql_store.add_quarantine(cur, [*quarantine, *(msg for _, msg in late_kept)])
             # A late trade counts once: a batch applied again under another cut finds it kept already.
@@ -253,20 +293,22 @@ class BatchWriter:
         return counts, read.messages
 
     @staticmethod
-    def _late(batch: DataFrame, parsed: DataFrame, closed: set[Key], after: Any,
+    def _late(batch: DataFrame, parsed: DataFrame, closed: set[Key], positions: DataFrame | None,
               stored: dict[Key, merging.Stored], outcomes: dict[Key, merging.Outcome],
               ) -> tuple[list[tuple[Key, mysql_store.QuarantinedMessage]], int]:
         """The late trades themselves, to be kept where an operator (or a backfill) can find them: those of windows
         that were closed before the batch, and those behind a heartbeat that covers them in this batch. A
         redelivery of a counted trade is a duplicate, not late (those behind a heartbeat are counted here, the
         others by ``merging``)."""
-        is_after = F.coalesce(after, F.lit(False)) if after is not None else F.lit(False)
-        wanted = is_after | _in_windows(closed) if closed else is_after
-        rows = (transforms.trades(parsed, "topic", "kafka_timestamp_ms").where(wanted)
-                .withColumn("after", is_after).collect())
-        positions = sorted({f"{r['partition']}:{r['offset']}" for r in rows})
-        raw = {(int(r["partition"]), int(r["offset"])): r["raw_value"] for r in batch.where(
-            F.concat_ws(":", "partition", F.col("offset").cast("string")).isin(positions)).select(
+        flagged = transforms.flag_behind(transforms.trades(parsed, "topic", "kafka_timestamp_ms"), positions)
+        wanted = flagged.where("after")
+        if closed:
+            wanted = wanted.unionByName(in_windows(flagged.where(~F.col("after")), closed))
+        rows = wanted.collect()
+        wanted_at = batch.sparkSession.createDataFrame(
+            sorted({(int(r["partition"]), int(r["offset"])) for r in rows}), transforms.POSITION_SCHEMA)
+        raw = {(int(r["partition"]), int(r["offset"])): r["raw_value"] for r in batch.join(
+            F.broadcast(wanted_at), ["partition", "offset"], "left_semi").select(
             "partition", "offset", F.col("value").cast("string").alias("raw_value")).collect()} if rows else {}
         kept: list[tuple[Key, mysql_store.QuarantinedMessage]] = []
         duplicates, seen = 0, set[tuple[str, int]]()
