@@ -617,7 +617,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_bench.add_argument("--rate", type=int, help="live pace in trades/s over the 5 symbols (default 500)")
     p_bench.add_argument("--ledger-rows", type=int, help="ledger rows for the batch-time comparison (default 43,200)")
     p_bench.add_argument("--ledger-seconds", type=float, help="each live run of the ledger comparison (default 45)")
-    p_bench.add_argument("--only", help="some of: processor,replay,freshness,ledger (default: all)")
+    p_bench.add_argument("--only", help="some of: processor,replay,outage,freshness,ledger (default: all)")
     p_bench.add_argument("--spark-master", help="run the processor and Spark's raw read on this master, e.g. "
                          "spark://host:7077 (default: PIPELINE_SPARK_MASTER, else local[2]); executors' sizes come "
                          "from PYSPARK_SUBMIT_ARGS, e.g. '--executor-memory 512m pyspark-shell'")

@@ -25,7 +25,7 @@ from pipeline.core.windows import WINDOW_MS
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "ADAUSDT", "XRPUSDT", "DOGEUSDT", "TRXUSDT", "LINKUSDT",
            "AVAXUSDT", "DOTUSDT", "LTCUSDT", "BCHUSDT", "NEARUSDT", "UNIUSDT", "ATOMUSDT", "XLMUSDT", "ETCUSDT",
            "FILUSDT", "APTUSDT")
-TRADES_PER_MINUTE = 36.5  # over all symbols: issue 18's measured outage held 52,554 trades in 20 symbols x 24 h
+TRADES_PER_SYMBOL_MINUTE = 1.825  # on average: issue 18's measured outages (52,554 trades in 20 symbols x 24 h)
 LAG_MS = 7_000  # a heartbeat declares complete what is older than the exchange's time minus this
 SKEW = 50  # the busiest symbol trades SKEW times as often as the quietest
 
@@ -52,7 +52,7 @@ def live_outage(symbols: int, minutes: int, end_ms: int, seed: int = 18) -> Traf
     end = end_ms - end_ms % WINDOW_MS
     start = end - minutes * WINDOW_MS
     names, shares = SYMBOLS[:symbols], weights(symbols)
-    per_minute = [TRADES_PER_MINUTE * w / sum(shares) for w in shares]
+    per_minute = [TRADES_PER_SYMBOL_MINUTE * symbols * w / sum(shares) for w in shares]
     by_symbol: dict[str, list[Trade]] = {}
     for index, (symbol, rate) in enumerate(zip(names, per_minute, strict=True)):
         price, agg_id, trade_id = 1_000_000_000 * (index + 1), 7_000_000 * (index + 1), 90_000_000 * (index + 1)

@@ -186,37 +186,32 @@ COVER_SCHEMA = StructType([
     StructField("until_ms", LongType()),
     StructField("cover_offset", LongType()),
 ])
-POSITION_SCHEMA = StructType([StructField("partition", IntegerType()), StructField("offset", LongType())])
 
 
-def behind_coverage(trade_rows: DataFrame, pieces: DataFrame) -> DataFrame:
-    """The (partition, offset) of every trade that its symbol's partition holds *after* a heartbeat already declaring
-    its time complete: whatever batch it lands in, it is late (ADR-9).
+def flag_behind(trade_rows: DataFrame, pieces: DataFrame | None) -> DataFrame:
+    """``trade_rows`` with ``after``: true for a trade that its symbol's partition holds *after* a heartbeat already
+    declaring its time complete: whatever batch it lands in, it is late (ADR-9). Partitioned for ``islands``.
 
-    ``pieces`` (``COVER_SCHEMA``) are disjoint per (symbol, partition), so one pass sorted by time finds each
-    trade's piece: the last piece starting at or before the trade (a piece sorts before a trade at the same ms).
-    The cost is a sort of the batch's trades and pieces: bounded by the batch's size, whatever it holds (issue 18:
-    one OR term per heartbeat overflowed Spark's stack at 600 heartbeats)."""
-    marks = pieces.select("symbol", "partition", F.col("from_ms").alias("t"), F.lit(0).alias("kind"),
-                          F.lit(None).cast("long").alias("offset"), F.struct("until_ms", "cover_offset").alias("piece"))
-    rows = trade_rows.select("symbol", "partition", F.col("event_ms").alias("t"), F.lit(1).alias("kind"), "offset",
-                             F.lit(None).cast(marks.schema["piece"].dataType).alias("piece"))
-    by_time = (Window.partitionBy("symbol", "partition").orderBy("t", "kind")
+    ``pieces`` (``COVER_SCHEMA``; None: the batch has no heartbeat) are disjoint per (symbol, partition), so one
+    pass sorted by time finds each trade's piece: the last one starting at or before the trade (a piece sorts
+    before a trade of the same ms). The cost is a sort of the batch's trades and pieces, in the shuffle ``islands``
+    needs anyway: bounded by the batch's size, whatever it holds (issue 18: one OR term per heartbeat overflowed
+    Spark's stack at 600 heartbeats)."""
+    if pieces is None:
+        return trade_rows.repartition("symbol", "start_ms").withColumn("after", F.lit(False))
+    piece_type = StructType([StructField("until_ms", LongType()), StructField("cover_offset", LongType())])
+    marks = pieces.select("symbol", "partition", F.col("from_ms").alias("event_ms"), F.lit(0).alias("kind"),
+                          F.struct("until_ms", "cover_offset").alias("piece"))
+    rows = trade_rows.withColumn("kind", F.lit(1)).withColumn("piece", F.lit(None).cast(piece_type))
+    by_time = (Window.partitionBy("symbol", "partition").orderBy("event_ms", "kind")
                .rowsBetween(Window.unboundedPreceding, Window.currentRow))
     piece = F.last("piece", ignorenulls=True).over(by_time)
-    return (marks.unionByName(rows).withColumn("piece", piece)
-            .where((F.col("kind") == 1) & (F.col("t") < F.col("piece.until_ms"))
-                   & (F.col("offset") > F.col("piece.cover_offset")))
-            .select("partition", "offset"))
-
-
-def flag_behind(trade_rows: DataFrame, positions: DataFrame | None) -> DataFrame:
-    """``trade_rows`` with ``after``: true for the trades at ``positions`` (``behind_coverage``'s, few)."""
-    if positions is None:
-        return trade_rows.withColumn("after", F.lit(False))
-    marked = F.broadcast(positions.withColumn("after", F.lit(True)))
-    return (trade_rows.join(marked, ["partition", "offset"], "left")
-            .withColumn("after", F.coalesce(F.col("after"), F.lit(False))))
+    # By symbol alone: the window (symbol, partition) and every step of ``islands`` (symbol, minute, ...) reuse it.
+    return (rows.unionByName(marks, allowMissingColumns=True).repartition("symbol")
+            .withColumn("piece", piece).where(F.col("kind") == 1)
+            .withColumn("after", F.coalesce((F.col("event_ms") < F.col("piece.until_ms"))
+                                            & (F.col("offset") > F.col("piece.cover_offset")), F.lit(False)))
+            .drop("kind", "piece"))
 
 
 def islands(trade_rows: DataFrame) -> DataFrame:
@@ -224,13 +219,14 @@ def islands(trade_rows: DataFrame) -> DataFrame:
     ``after`` column is true (``flag_behind``) are split off, in islands of their own: they are behind a heartbeat
     that covers them.
 
-    One shuffle: by (symbol, minute); a redelivered (symbol, agg id) is always in the same minute, so the
-    deduplication, the numbering and the grouping all reuse that partitioning.
+    One shuffle, ``flag_behind``'s (by symbol and minute, or by symbol when the batch has heartbeats): a redelivered
+    (symbol, agg id) is always in the same minute, so the deduplication, the numbering and the grouping all reuse
+    that partitioning.
     """
     by_minute = Window.partitionBy("symbol", "start_ms", "after").orderBy("agg_id")
-    flagged = trade_rows if "after" in trade_rows.columns else trade_rows.withColumn("after", F.lit(False))
+    flagged = trade_rows if "after" in trade_rows.columns else flag_behind(trade_rows, None)
     return (
-        flagged.repartition("symbol", "start_ms")
+        flagged
         .dropDuplicates(["symbol", "start_ms", "after", "agg_id"])
         .withColumn("island", F.col("agg_id") - F.row_number().over(by_minute))
         .groupBy("symbol", "start_ms", "after", "island")

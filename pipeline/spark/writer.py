@@ -139,18 +139,11 @@ def cover_pieces(beats: list[Beat]) -> list[tuple[str, int, int, int, int]]:
             for start, end, offset in coverage.earliest_cover(spans)]
 
 
-def behind_positions(trade_rows: DataFrame, beats: list[Beat]) -> DataFrame | None:
-    """The positions of the trades behind a heartbeat of this batch that covers them, as a small DataFrame (None:
-    there are none, the usual case). The heartbeats go to Spark as data: the plan is the same for 1 or 100,000."""
+def cover_frame(spark: Any, beats: list[Beat]) -> DataFrame | None:
+    """The batch's heartbeats as data for ``transforms.flag_behind`` (None: there are none): the plan is the same
+    for 1 heartbeat or 100,000."""
     pieces = cover_pieces(beats)
-    if not pieces:
-        return None
-    spark = trade_rows.sparkSession
-    late = transforms.behind_coverage(
-        trade_rows, spark.createDataFrame(pieces, transforms.COVER_SCHEMA, verifySchema=False)).collect()
-    if not late:
-        return None
-    return spark.createDataFrame([(int(r["partition"]), int(r["offset"])) for r in late], transforms.POSITION_SCHEMA)
+    return spark.createDataFrame(pieces, transforms.COVER_SCHEMA, verifySchema=False) if pieces else None
 
 
 def in_windows(rows: DataFrame, keys: set[Key]) -> DataFrame:
@@ -247,8 +240,8 @@ class BatchWriter:
                   int(r["complete_before_ms"])) for r in side if not r["reason"]]
         began = self._phase("side", began)
         trade_rows = transforms.trades(parsed)
-        positions = behind_positions(trade_rows, beats)
-        flagged = transforms.flag_behind(trade_rows, positions)
+        pieces = cover_frame(batch.sparkSession, beats)
+        flagged = transforms.flag_behind(trade_rows, pieces)
         islands, behind = collect_islands(flagged)
         began = self._phase("islands", began)
         run = self.run
@@ -259,13 +252,14 @@ class BatchWriter:
             stored = mysql_store.load_windows(cur, {(i.symbol, i.start_ms) for i in islands})
             symbols = {i.symbol for i in islands} | {b[0] for b in beats}
             before = mysql_store.load_coverage(cur, symbols)
-            normal = trade_rows if positions is None else flagged.where(~F.col("after"))
+            normal = trade_rows if not behind else flagged.where(~F.col("after"))
             outcomes = merging.settle(stored, before, islands, lambda keys: _exact_trades(normal, keys))
             duplicates = sum(o.duplicates for o in outcomes.values())
             late_kept: list[tuple[Key, mysql_store.QuarantinedMessage]] = []
             closed = {k for k, o in outcomes.items() if o.late}
             if closed or behind:  # rare: fetch the late trades themselves
-                late_kept, more_duplicates = self._late(batch, parsed, closed, positions, stored, outcomes)
+                late_kept, more_duplicates = self._late(batch, parsed, closed, pieces if behind else None, stored,
+                                                        outcomes)
                 duplicates += more_duplicates
             new = mysql_store.add_quarantine(cur, [*quarantine, *(msg for _, msg in late_kept)])
             # A late trade counts once: a batch applied again under another cut finds it kept already.
@@ -293,20 +287,20 @@ class BatchWriter:
         return counts, read.messages
 
     @staticmethod
-    def _late(batch: DataFrame, parsed: DataFrame, closed: set[Key], positions: DataFrame | None,
+    def _late(batch: DataFrame, parsed: DataFrame, closed: set[Key], pieces: DataFrame | None,
               stored: dict[Key, merging.Stored], outcomes: dict[Key, merging.Outcome],
               ) -> tuple[list[tuple[Key, mysql_store.QuarantinedMessage]], int]:
         """The late trades themselves, to be kept where an operator (or a backfill) can find them: those of windows
         that were closed before the batch, and those behind a heartbeat that covers them in this batch. A
         redelivery of a counted trade is a duplicate, not late (those behind a heartbeat are counted here, the
         others by ``merging``)."""
-        flagged = transforms.flag_behind(transforms.trades(parsed, "topic", "kafka_timestamp_ms"), positions)
+        flagged = transforms.flag_behind(transforms.trades(parsed, "topic", "kafka_timestamp_ms"), pieces)
         wanted = flagged.where("after")
         if closed:
             wanted = wanted.unionByName(in_windows(flagged.where(~F.col("after")), closed))
         rows = wanted.collect()
         wanted_at = batch.sparkSession.createDataFrame(
-            sorted({(int(r["partition"]), int(r["offset"])) for r in rows}), transforms.POSITION_SCHEMA)
+            sorted({(int(r["partition"]), int(r["offset"])) for r in rows}), "partition int, offset long")
         raw = {(int(r["partition"]), int(r["offset"])): r["raw_value"] for r in batch.join(
             F.broadcast(wanted_at), ["partition", "offset"], "left_semi").select(
             "partition", "offset", F.col("value").cast("string").alias("raw_value")).collect()} if rows else {}
