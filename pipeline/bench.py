@@ -78,10 +78,14 @@ class Sizes:
     ledger_rows: int = 43_200  # a month of batches, one a minute
     # long outages caught up by `pipeline process --until-idle`: (symbols, minutes) of live-mode traffic each
     outages: tuple[tuple[int, int], ...] = ((5, 120), (5, 1440), (20, 1440))
+    freshness_runs: int = 3  # the live run is repeated; the table shows the worst
+    floor_seconds: float = 30  # Spark's floor: a query that only counts, fed at the same pace
 
 
 FULL = Sizes(trades=1_000_000, live_seconds=120, ledger_seconds=45)
-QUICK = Sizes(trades=50_000, live_seconds=20, ledger_seconds=10, outages=((5, 120),))
+QUICK = Sizes(trades=50_000, live_seconds=20, ledger_seconds=10, outages=((5, 120),), freshness_runs=1,
+              floor_seconds=10)
+LIVE_TRIGGER_S = 0.1  # `pipeline process --trigger-seconds` of the live runs, and the floor query's trigger
 
 
 # ---------------------------------------------------------------------------------------------------- display
@@ -744,7 +748,7 @@ class Bench:
             (checkpoint / QUERY_DIR / "metadata").write_text(json.dumps({"id": seed_run_id}) + "\n")
         env = self.services.env(topic, database, checkpoint)
         reader = self.services.reader.with_database(database)
-        child = Child(["-m", "pipeline", "process"], env, self.work, name)
+        child = Child(["-m", "pipeline", "process", "--trigger-seconds", str(LIVE_TRIGGER_S)], env, self.work, name)
         try:
             with self.rss.watching(name, child.pid), BatchTracker(checkpoint) as tracker:
                 first = self._first_commit(child, tracker)
@@ -784,6 +788,27 @@ class Bench:
                 raise child.failed("pipeline process exited before its first batch")
             time.sleep(0.02)
         raise ServiceError("bench: pipeline process committed no batch within 300 s")
+
+    def floor(self, topic: str, seconds: float) -> dict[str, Any]:
+        """Spark's own floor for a live batch: a ``foreachBatch`` query on the same kind of topic, connector and
+        trigger that only counts, fed at the same pace; its batch times from its checkpoint."""
+        checkpoint = self.work / f"floor-checkpoint-{self.run}"
+        child = Child(["-m", "pipeline.bench", "count", topic, str(checkpoint / QUERY_DIR), str(LIVE_TRIGGER_S)],
+                      self.services.env(topic, "unused", checkpoint), self.work, "floor")
+        try:
+            with BatchTracker(checkpoint) as tracker:
+                self._first_commit(child, tracker)
+                sent = LiveProducer(self._sink(topic), self.sizes.rate, HEARTBEAT_LAG_S).run(
+                    seconds, False, self.progress, None)
+                time.sleep(2.0)  # the last sends' batches
+            code = child.stop()
+        finally:
+            child.kill()
+        if code != 0:
+            raise child.failed("the floor query failed")
+        warm = [1000 * (b.seconds or 0.0) for b in tracker.batches()
+                if b.messages and b.start_s >= sent.started_s + min(30.0, seconds / 4)]
+        return {"trigger_s": LIVE_TRIGGER_S, "seconds": round(sent.seconds, 1), "batch_ms": spread(warm, 50, 99)}
 
     def seed_ledger(self, database: str, run_id: str, rows: int) -> float:
         """``rows`` ledger rows of run ``run_id``, one a minute over the past ``rows`` minutes, as the job writes
@@ -827,7 +852,8 @@ class LiveProducer:
         self.sink, self.rate, self.lag_ms = sink, rate, int(lag_s * 1000)
         self.rng = random.Random(seed)
 
-    def run(self, seconds: float, need_final: bool, progress: Progress, watcher: Watcher) -> LiveProducer.Sent:
+    def run(self, seconds: float, need_final: bool, progress: Progress, watcher: Watcher | None,
+            ) -> LiveProducer.Sent:
         producer, topic = self.sink._producer, self.sink.topic  # the sink's KafkaProducer, settings included
         symbols, weights = [s for s, _ in WEIGHTS], [w for _, w in WEIGHTS]
         agg = {s: 1_000_000 for s in symbols}
@@ -874,7 +900,8 @@ class LiveProducer:
                     self._beat(producer, topic, symbols, covered_from, on_heartbeat)
                     next_beat += 1.0
                 if tick():
-                    progress(f"    {len(sent.windows):,} trades sent; {watcher.status(sent)}")
+                    progress(f"    {len(sent.windows):,} trades sent"
+                             + (f"; {watcher.status(sent)}" if watcher else ""))
                 time.sleep(max(0.0, min(0.01, t0 + (len(sent.windows) + 1) / self.rate - time.monotonic())))
             self._beat(producer, topic, symbols, covered_from, on_heartbeat)  # the last coverage, as on a stop
             producer.flush()
@@ -1108,10 +1135,21 @@ def run(options: Options, settings: Settings) -> dict[str, Any]:
                          f"heartbeats): caught up in {o['catch_up_s']:.1f} s ({o['batches']} batches), "
                          f"{o['windows_final']:,} of {o['windows']:,} windows final")
         if "freshness" in steps:
-            step(f"freshness: `pipeline process` running, {sizes.rate} trades/s for {sizes.live_seconds:g} s")
+            step(f"freshness: `pipeline process --trigger-seconds {LIVE_TRIGGER_S:g}` running, {sizes.rate} trades/s "
+                 f"for {sizes.live_seconds:g} s, {sizes.freshness_runs} runs; then Spark's floor for "
+                 f"{sizes.floor_seconds:g} s")
+            runs = []
+            for i in range(sizes.freshness_runs):
+                with bench.resources() as res:
+                    runs.append(bench.live(f"freshness{i + 1}", res.topic(f"freshness{i + 1}", partitions),
+                                           res.database(f"freshness{i + 1}"), sizes.live_seconds, need_final=True))
+                a = runs[-1]["ack_to_visible_s"]
+                progress(f"    run {i + 1}: ack -> visible p50 {a['p50']} s, p99 {a['p99']} s")
+            # The worst run (by p99) stands for the part; every run is kept.
+            figures["freshness"] = max(runs, key=lambda r: r["ack_to_visible_s"]["p99"] or math.inf)
+            figures["freshness_runs"] = runs
             with bench.resources() as res:
-                figures["freshness"] = bench.live("freshness", res.topic("freshness", partitions),
-                                                  res.database("freshness"), sizes.live_seconds, need_final=True)
+                figures["spark_floor"] = bench.floor(res.topic("floor", partitions), sizes.floor_seconds)
         if "ledger" in steps:
             step(f"ledger: batch time at {sizes.rate} trades/s on an empty ledger, then on "
                  f"{sizes.ledger_rows:,} ledger rows")
@@ -1293,6 +1331,17 @@ def table(report: dict[str, Any]) -> str:
             marks["final row after window end + lag (max)"])
         add("`pipeline process` start -> first committed batch", f"{_n(fr['first_batch_s'], 1)} s", "", "<= 15 s",
             marks["first batch after start"])
+        for i, one in enumerate(f.get("freshness_runs", [])):
+            a, e = one["ack_to_visible_s"], one["final_after_heartbeat_ack_s"]
+            add(f"  run {i + 1} of {len(f['freshness_runs'])}",
+                f"ack -> visible p50 {_n(a['p50'], 2)} s, p99 {_n(a['p99'], 2)} s; batch p50 "
+                f"{_n(one['batch_ms']['p50'])} ms", f"final after the heartbeat's ack max {_n(e['max'], 2)} s; "
+                f"first batch {_n(one['first_batch_s'], 1)} s")
+    if "spark_floor" in f:
+        fl, job = f["spark_floor"], f.get("freshness", {}).get("batch_ms_after_warmup", {})
+        add(f"Spark's floor: foreachBatch that only counts ({fl['trigger_s']:g} s trigger, same pace)",
+            f"batch p50 {_n(fl['batch_ms']['p50'])} ms, p99 {_n(fl['batch_ms']['p99'])} ms",
+            f"the job (worst run, after warm-up): batch p50 {_n(job.get('p50'))} ms, p95 {_n(job.get('p95'))} ms")
     if "ledger" in f:
         lg = f["ledger"]
         em, mo = lg["empty"]["batch_ms_after_warmup"], lg["month"]["batch_ms_after_warmup"]
@@ -1331,8 +1380,10 @@ def main(options: Options, settings: Settings) -> int:
 # ---------------------------------------------------------------------------------------------------- the counter
 
 
-def count_topic(topic: str, checkpoint: str) -> int:
-    """Spark alone: the same connector and source options as the job, each batch only counted."""
+def count_topic(topic: str, checkpoint: str, trigger_s: float | None = None) -> int:
+    """Spark alone: the same connector and source options as the job, each batch only counted. ``trigger_s``
+    None: until the topic is drained (``availableNow``); else on that processing-time trigger until SIGTERM (the
+    floor of a live batch: ``--only freshness``)."""
     from pipeline.compose import spark_session
     from pipeline.services import stack
 
@@ -1344,19 +1395,29 @@ def count_topic(topic: str, checkpoint: str) -> int:
               .option("subscribe", topic).option("startingOffsets", "earliest").option("failOnDataLoss", "true")
               .option("maxOffsetsPerTrigger", str(settings.max_offsets_per_trigger))
               .options(**settings.kafka_spark_options()).load())
+    trigger: dict[str, Any] = ({"availableNow": True} if trigger_s is None
+                               else {"processingTime": f"{trigger_s} seconds"})
     query = (source.writeStream.foreachBatch(lambda batch, _id: counted.append(batch.count()))
-             .option("checkpointLocation", checkpoint).trigger(availableNow=True).start())
-    query.awaitTermination()
+             .option("checkpointLocation", checkpoint).trigger(**trigger).start())
+    if trigger_s is None:
+        query.awaitTermination()
+    else:
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        while not stop.is_set() and query.isActive:
+            stop.wait(0.2)
+        query.stop()
     spark.stop()
     return sum(counted)
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] != ["count"] or len(sys.argv) != 4:
-        print("usage: python -m pipeline.bench count TOPIC CHECKPOINT", file=sys.stderr)
+    if sys.argv[1:2] != ["count"] or len(sys.argv) not in (4, 5):
+        print("usage: python -m pipeline.bench count TOPIC CHECKPOINT [TRIGGER_SECONDS]", file=sys.stderr)
         raise SystemExit(2)
     try:
-        print(json.dumps({"messages": count_topic(sys.argv[2], sys.argv[3])}))
+        print(json.dumps({"messages": count_topic(sys.argv[2], sys.argv[3],
+                                                  float(sys.argv[4]) if len(sys.argv) == 5 else None)}))
     except PipelineError as error:
         print(f"bench count: {error}", file=sys.stderr)
         raise SystemExit(error.exit_code) from error

@@ -22,6 +22,7 @@ SPARK_MASTERS = ("local", "spark://", "yarn", "k8s://")
 SPARK_LOG_LEVELS = ("ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF", "TRACE")
 STACK_BACKENDS = ("processes", "containers")
 MIN_BATCH_OFFSETS, MAX_BATCH_OFFSETS = 100, 100_000_000  # PIPELINE_MAX_OFFSETS_PER_TRIGGER's range
+MAX_DRIVER_BATCH = 100_000  # PIPELINE_DRIVER_BATCH_MAX's largest: beyond it the driver's Python is slower than Spark
 DEFAULT_SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "ADAUSDT")
 _DB_NAME_RE = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 
@@ -342,6 +343,9 @@ class Settings:
     # (Spark's maxOffsetsPerTrigger). A batch's cost grows with its size only; lower it if a batch is too big for
     # the driver's memory or to commit sooner during a catch-up.
     max_offsets_per_trigger: int = 500_000
+    # PIPELINE_DRIVER_BATCH_MAX: micro-batches of at most this many messages are computed in the driver by the
+    # core's functions (no Spark shuffle: sub-second batches); larger ones by Spark. 0: every batch by Spark.
+    driver_batch_max: int = 5_000
     # PIPELINE_CHECKPOINT_DIR: a local path, or a URL Spark's file systems read (hdfs://, s3a://, ...), kept as
     # written (a Path would fold "//"); None: beside the local stack's data (pipeline.services.stack.checkpoint_dir)
     checkpoint_dir: Path | str | None = None
@@ -383,6 +387,10 @@ class Settings:
                               f"got {partitions_raw!r}")
         batch_offsets = max_offsets(get("PIPELINE_MAX_OFFSETS_PER_TRIGGER") or str(cls.max_offsets_per_trigger),
                                     "PIPELINE_MAX_OFFSETS_PER_TRIGGER")
+        driver_raw = get("PIPELINE_DRIVER_BATCH_MAX") or str(cls.driver_batch_max)
+        if not re.fullmatch(r"[0-9]{1,6}", driver_raw) or int(driver_raw) > MAX_DRIVER_BATCH:
+            raise ConfigError(f"PIPELINE_DRIVER_BATCH_MAX must be a whole number from 0 to {MAX_DRIVER_BATCH:,}, "
+                              f"got {driver_raw!r}")
         if not re.match(r"^[A-Za-z0-9._-]{1,249}$", topic):
             raise ConfigError(f"PIPELINE_TOPIC: {topic!r} is not a valid Kafka topic name")
         spark_master = get("PIPELINE_SPARK_MASTER")
@@ -406,6 +414,7 @@ class Settings:
             topic=topic,
             topic_partitions=int(partitions_raw),
             max_offsets_per_trigger=batch_offsets,
+            driver_batch_max=int(driver_raw),
             checkpoint_dir=_checkpoint(get("PIPELINE_CHECKPOINT_DIR")),
             watermark_seconds=watermark,
             state_dir=state_dir,
@@ -441,6 +450,7 @@ class Settings:
         env = {"PIPELINE_SYMBOLS": ",".join(self.symbols), "PIPELINE_TOPIC": self.topic,
                "PIPELINE_TOPIC_PARTITIONS": str(self.topic_partitions),
                "PIPELINE_MAX_OFFSETS_PER_TRIGGER": str(self.max_offsets_per_trigger),
+               "PIPELINE_DRIVER_BATCH_MAX": str(self.driver_batch_max),
                "PIPELINE_WATERMARK_SECONDS": str(self.watermark_seconds), "PIPELINE_STATE_DIR": str(self.state_dir),
                "PIPELINE_CACHE_DIR": str(self.cache_dir), "PIPELINE_SPARK_DRIVER_MEMORY": self.spark_driver_memory,
                "PIPELINE_SPARK_LOG_LEVEL": self.spark_log_level}

@@ -14,6 +14,7 @@ Two uses, one arithmetic:
 
 from __future__ import annotations
 
+import bisect
 import heapq
 from collections.abc import Iterable, Sequence
 
@@ -100,3 +101,10 @@ def earliest_cover(heartbeats: Iterable[tuple[int, int, int]]) -> list[Piece]:
         else:
             pieces.append((left, right, offset))
     return pieces
+
+
+def first_cover(pieces: Sequence[Piece], starts: Sequence[int], t: int) -> int | None:
+    """The offset of the first heartbeat covering ``t`` (``earliest_cover``'s pieces, ``starts`` their from_ms), or
+    None: a trade at a higher offset is behind a heartbeat that covers it."""
+    i = bisect.bisect_right(starts, t) - 1
+    return pieces[i][2] if i >= 0 and t < pieces[i][1] else None

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pipeline.core import coverage
 from pipeline.core.coverage import Range
 from pipeline.core.trades import Trade, invalid_reason
-from pipeline.core.windows import WINDOW_MS, Accumulator, add, initialize, merge
+from pipeline.core.windows import WINDOW_MS, Accumulator, add, initialize, merge, window_start_ms
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -132,3 +132,29 @@ def plan(stored: dict[Key, Stored], symbol_coverage: dict[str, list[Range]],
         else:
             outcomes[key] = outcome
     return outcomes, exact
+
+
+def islands_of(trades: Iterable[Trade]) -> list[Island]:
+    """A batch's valid trades as islands, as the Spark job makes them (``transforms.islands``): per (symbol,
+    minute), each run of consecutive agg ids with its exact accumulator; a repeated (symbol, agg id) counts once.
+    The driver's path for small batches (issue 18)."""
+    by_key: dict[Key, dict[int, Trade]] = {}
+    for trade in trades:
+        by_key.setdefault((trade.symbol, window_start_ms(trade.event_time_ms)), {}).setdefault(trade.agg_id, trade)
+    out: list[Island] = []
+    for (symbol, start_ms), by_id in by_key.items():
+        run: list[Trade] = []
+        for agg_id in sorted(by_id):
+            if run and agg_id != run[-1].agg_id + 1:
+                out.append(_island(symbol, start_ms, run))
+                run = []
+            run.append(by_id[agg_id])
+        out.append(_island(symbol, start_ms, run))
+    return out
+
+
+def _island(symbol: str, start_ms: int, run: list[Trade]) -> Island:
+    acc = initialize()
+    for trade in run:
+        acc = add(acc, trade)
+    return Island(symbol, start_ms, run[0].agg_id, run[-1].agg_id, acc)

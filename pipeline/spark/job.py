@@ -57,7 +57,7 @@ def run(settings: Settings, bootstrap: str, url: MysqlUrl, checkpoint_dir: Path 
     summary = JobSummary()
     # The ledger's run id is the query's id, which Spark keeps in the checkpoint itself (any file system, hdfs://
     # and s3a:// included): created with the checkpoint, gone with it, never a side file that can disagree.
-    batch_writer = writer.BatchWriter(url, summary)
+    batch_writer = writer.BatchWriter(url, summary, driver_batch_max=settings.driver_batch_max)
     source = (
         spark().readStream.format("kafka")
         .option("kafka.bootstrap.servers", bootstrap)

@@ -25,15 +25,16 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from pipeline.adapters import mysql_store
-from pipeline.core import coverage, merging, windows
+from pipeline.core import coverage, merging, messages, windows
 from pipeline.core.merging import Key
-from pipeline.core.trades import Trade
+from pipeline.core.trades import Trade, invalid_reason
 from pipeline.settings import MysqlUrl
 from pipeline.spark import transforms
 
@@ -99,18 +100,42 @@ def batch_read(parsed: DataFrame) -> BatchRead:
     rows = parsed.groupBy("topic", "partition").agg(
         F.count(F.lit(1)).alias("n"), F.min("offset").alias("first"), F.max("offset").alias("last"),
         F.bit_xor("value_hash").alias("x")).collect()
-    parts = sorted((r["topic"], int(r["partition"]), int(r["first"]), int(r["last"]), int(r["n"]), int(r["x"]))
-                   for r in rows)
+    return _read_of([(r["topic"], int(r["partition"]), int(r["first"]), int(r["last"]), int(r["n"]), int(r["x"]))
+                     for r in rows])
+
+
+def batch_read_of_rows(rows: list[Any]) -> BatchRead:
+    """``batch_read`` of collected rows (``small_batch``'s): the same fingerprint, so a batch is known as the same
+    whichever path computed it."""
+    parts: dict[tuple[str, int], list[int]] = {}
+    for r in rows:
+        offset, part = int(r["offset"]), parts.get((r["topic"], int(r["partition"])))
+        if part is None:
+            parts[(r["topic"], int(r["partition"]))] = [offset, offset, 1, int(r["value_hash"])]
+        else:
+            part[0], part[1] = min(part[0], offset), max(part[1], offset)
+            part[2] += 1
+            part[3] ^= int(r["value_hash"])  # Python's ^ of signed ints is the 64-bit two's complement bit_xor
+    return _read_of([(t, p, a, b, n, x) for (t, p), (a, b, n, x) in parts.items()])
+
+
+def _read_of(parts: list[tuple[str, int, int, int, int, int]]) -> BatchRead:
+    parts = sorted(parts)
     offsets = " ".join(f"{t}/{p}:{a}-{b}" for t, p, a, b, _, _ in parts)
     digest = hashlib.sha256("\n".join(f"{t}/{p}:{a}-{b} n={n} x={x}" for t, p, a, b, n, x in parts).encode())
     return BatchRead(sum(p[4] for p in parts), offsets, digest.hexdigest())
+
+
+def _value_hash() -> Any:
+    """Each message's part of the fingerprint (Spark's xxhash64 of its offset, Kafka timestamp and text)."""
+    return F.xxhash64("offset", "kafka_timestamp_ms", "raw_value")
 
 
 def cached_columns(classified: DataFrame) -> DataFrame:
     """What the later steps of a batch read, as cached: the raw value only where it is kept (a rejected message;
     late trades fetch theirs from Kafka, rarely), and a hash of every message for the fingerprint. Caching every raw
     value cost more than parsing it (issue 11)."""
-    return (classified.withColumn("value_hash", F.xxhash64("offset", "kafka_timestamp_ms", "raw_value"))
+    return (classified.withColumn("value_hash", _value_hash())
             .withColumn("raw_value", F.when(F.col("reason").isNotNull(), F.col("raw_value"))))
 
 
@@ -152,21 +177,202 @@ def in_windows(rows: DataFrame, keys: set[Key]) -> DataFrame:
     return rows.join(F.broadcast(wanted), ["symbol", "start_ms"], "left_semi")
 
 
-def _exact_trades(trade_rows: DataFrame, keys: set[Key]) -> dict[Key, list[Trade]]:
-    out: dict[Key, list[Trade]] = {k: [] for k in keys}
-    for r in in_windows(trade_rows, keys).collect():
-        out[(r["symbol"], int(r["start_ms"]))].append(Trade(
-            r["symbol"], int(r["agg_id"]), r["price"], r["quantity"], int(r["first_trade_id"]),
-            int(r["last_trade_id"]), int(r["event_ms"]), bool(r["buyer_is_maker"]), True))
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """A trade that may be late: behind a heartbeat that covers it (``after``), or of a window closed before."""
+
+    key: Key
+    agg_id: int
+    topic: str
+    partition: int
+    offset: int
+    kafka_timestamp_ms: int | None
+    raw_value: str
+    after: bool
+
+
+@dataclasses.dataclass
+class Gathered:
+    """What one batch holds, however it was computed (``spark_gather`` or ``driver_gather``)."""
+
+    read: BatchRead
+    quarantine: list[mysql_store.QuarantinedMessage]
+    beats: list[Beat]
+    islands: list[merging.Island]
+    behind: list[merging.Island]  # islands of trades behind a heartbeat that covers them (late; normally none)
+    exact_trades: Callable[[set[Key]], dict[Key, list[Trade]]]  # the trades (not behind) of these windows
+    candidates: Callable[[set[Key]], list[Candidate]]  # the trades behind, and those of these (closed) windows
+
+
+def small_batch(batch: DataFrame, limit: int) -> list[Any] | None:
+    """The batch's messages, if it holds at most ``limit`` (PIPELINE_DRIVER_BATCH_MAX; one Spark job, no shuffle),
+    to be computed in the driver by the core's functions: a Spark shuffle's fixed cost is most of a small batch's
+    time (issue 18). None for a larger one (or ``limit`` 0), which goes through Spark. Both paths give the same
+    fingerprint, islands and rows (tests/streaming/test_transforms_property.py)."""
+    if limit <= 0:
+        return None
+    value = F.col("value").cast("string")
+    rows = batch.select("topic", "partition", "offset", F.unix_millis("timestamp").alias("kafka_timestamp_ms"),
+                        value.alias("raw_value"), "value").withColumn("value_hash", _value_hash()).drop(
+        "raw_value").limit(limit + 1).collect()
+    return rows if len(rows) <= limit else None
+
+
+def driver_gather(batch: DataFrame, rows: list[Any]) -> Gathered:
+    """A small batch in the driver: the core's rules (``messages.classify``, ``trades.invalid_reason``, the same as
+    the job's Spark rules: tests/streaming/test_validation_agreement.py), lateness (``coverage.first_cover``) and
+    islands (``merging.islands_of``). A refused message is classified again by Spark, for the very reason and text
+    the Spark path keeps (rare)."""
+    read = batch_read_of_rows(rows)
+    beats: list[Beat] = []
+    refused: list[tuple[int, int, str]] = []
+    accepted: list[tuple[Trade, Any]] = []
+    for r in rows:
+        raw = bytes(r["value"]) if r["value"] is not None else None
+        try:
+            message = messages.classify(raw, r["kafka_timestamp_ms"])
+            if r["kafka_timestamp_ms"] is None:
+                raise messages.MalformedMessage("message without a Kafka timestamp")
+        except messages.MalformedMessage as exc:
+            refused.append((int(r["partition"]), int(r["offset"]), str(exc)))
+            continue
+        if isinstance(message, messages.Heartbeat):
+            beats.append((message.symbol, int(r["partition"]), int(r["offset"]), message.covered_from_ms,
+                          message.complete_before_ms))
+        elif (why := invalid_reason(message)) is not None:
+            refused.append((int(r["partition"]), int(r["offset"]), why))
+        else:
+            accepted.append((message, r))
+    homes: dict[tuple[str, int], tuple[list[coverage.Piece], list[int]]] = {}
+    for symbol, partition, _, _, _ in beats:
+        homes.setdefault((symbol, partition), ([], []))
+    for symbol, partition, start, end, offset in cover_pieces(beats):
+        pieces, starts = homes[(symbol, partition)]
+        pieces.append((start, end, offset))
+        starts.append(start)
+    normal: list[tuple[Trade, Any]] = []
+    behind: list[tuple[Trade, Any]] = []
+    for trade, r in accepted:
+        home = homes.get((trade.symbol, int(r["partition"])))
+        cover = coverage.first_cover(*home, trade.event_time_ms) if home else None
+        (behind if cover is not None and int(r["offset"]) > cover else normal).append((trade, r))
+
+    def key(trade: Trade) -> Key:
+        return trade.symbol, windows.window_start_ms(trade.event_time_ms)
+
+    def exact_trades(keys: set[Key]) -> dict[Key, list[Trade]]:
+        out: dict[Key, list[Trade]] = {k: [] for k in keys}
+        for trade, _ in normal:
+            if key(trade) in keys:
+                out[key(trade)].append(trade)
+        return out
+
+    def candidates(closed: set[Key]) -> list[Candidate]:
+        return [Candidate(key(t), t.agg_id, r["topic"], int(r["partition"]), int(r["offset"]), r["kafka_timestamp_ms"],
+                          bytes(r["value"]).decode("utf-8"), after)
+                for after, group in ((True, behind), (False, normal)) for t, r in group if after or key(t) in closed]
+
+    return Gathered(read, spark_reasons(batch, refused), beats, merging.islands_of(t for t, _ in normal),
+                    merging.islands_of(t for t, _ in behind), exact_trades, candidates)
+
+
+def spark_reasons(batch: DataFrame, refused: list[tuple[int, int, str]]) -> list[mysql_store.QuarantinedMessage]:
+    """The messages the core refused, as the Spark job quarantines them (its reason and raw text)."""
+    if not refused:
+        return []
+    at = batch.sparkSession.createDataFrame(sorted((p, o) for p, o, _ in refused), "partition int, offset long")
+    said = {(int(r["partition"]), int(r["offset"])): r for r in transforms.classify(transforms.parse(
+        batch.join(F.broadcast(at), ["partition", "offset"], "left_semi"))).select(
+        "topic", "partition", "offset", "kafka_timestamp_ms", "raw_value", "reason").collect()}
+    out = []
+    for partition, offset, why in refused:
+        r = said[(partition, offset)]
+        reason = r["reason"]
+        if reason is None:  # the two rule sets disagree: a bug; keep the message, say so
+            log.error("partition %d offset %d: refused by the core (%s), accepted by Spark's rules; quarantined",
+                      partition, offset, why)
+            reason = f"refused by the core's rules only: {why}"[:1000]
+        out.append(mysql_store.QuarantinedMessage(r["topic"], partition, offset,
+                                                  mysql_store.utc_or_none(r["kafka_timestamp_ms"]), r["raw_value"],
+                                                  reason))
     return out
+
+
+def spark_gather(batch: DataFrame, parsed: DataFrame, read: BatchRead) -> Gathered:
+    """A batch through Spark: heartbeats and refused messages collected (few rows), the trades reduced to islands
+    by one shuffle."""
+    m = F.col("msg")
+    side = parsed.where(F.col("reason").isNotNull() | (m["type"] == "heartbeat")).select(
+        "topic", "partition", "offset", "kafka_timestamp_ms", "raw_value", "reason",
+        m["s"].alias("symbol"), m["from"].alias("covered_from_ms"), m["T"].alias("complete_before_ms")).collect()
+    quarantine = [mysql_store.QuarantinedMessage(r["topic"], r["partition"], r["offset"],
+                                                 mysql_store.utc_or_none(r["kafka_timestamp_ms"]), r["raw_value"],
+                                                 r["reason"])
+                  for r in side if r["reason"]]
+    beats = [(r["symbol"], int(r["partition"]), int(r["offset"]), int(r["covered_from_ms"]),
+              int(r["complete_before_ms"])) for r in side if not r["reason"]]
+    trade_rows = transforms.trades(parsed)
+    pieces = cover_frame(batch.sparkSession, beats)
+    islands, behind = collect_islands(transforms.flag_behind(trade_rows, pieces))
+    pieces = pieces if behind else None  # no trade is behind: later lookups need not sort by time again
+
+    def exact_trades(keys: set[Key]) -> dict[Key, list[Trade]]:
+        out: dict[Key, list[Trade]] = {k: [] for k in keys}
+        rows = transforms.flag_behind(trade_rows, pieces).where(~F.col("after"))
+        for r in in_windows(rows, keys).collect():
+            out[(r["symbol"], int(r["start_ms"]))].append(Trade(
+                r["symbol"], int(r["agg_id"]), r["price"], r["quantity"], int(r["first_trade_id"]),
+                int(r["last_trade_id"]), int(r["event_ms"]), bool(r["buyer_is_maker"]), True))
+        return out
+
+    def candidates(closed: set[Key]) -> list[Candidate]:
+        flagged = transforms.flag_behind(transforms.trades(parsed, "topic", "kafka_timestamp_ms"), pieces)
+        wanted = flagged.where("after")
+        if closed:
+            wanted = wanted.unionByName(in_windows(flagged.where(~F.col("after")), closed))
+        rows = wanted.collect()
+        if not rows:
+            return []
+        at = batch.sparkSession.createDataFrame(
+            sorted({(int(r["partition"]), int(r["offset"])) for r in rows}), "partition int, offset long")
+        raw = {(int(r["partition"]), int(r["offset"])): r["raw_value"] for r in batch.join(
+            F.broadcast(at), ["partition", "offset"], "left_semi").select(
+            "partition", "offset", F.col("value").cast("string").alias("raw_value")).collect()}
+        return [Candidate((r["symbol"], int(r["start_ms"])), int(r["agg_id"]), r["topic"], int(r["partition"]),
+                          int(r["offset"]), r["kafka_timestamp_ms"], raw[(int(r["partition"]), int(r["offset"]))],
+                          bool(r["after"])) for r in rows]
+
+    return Gathered(read, quarantine, beats, islands, behind, exact_trades, candidates)
+
+
+def late_kept(candidates: list[Candidate], stored: dict[Key, merging.Stored], outcomes: dict[Key, merging.Outcome],
+              ) -> tuple[list[tuple[Key, mysql_store.QuarantinedMessage]], int]:
+    """The late trades themselves, to be kept where an operator (or a backfill) can find them: those of windows
+    that were closed before the batch, and those behind a heartbeat that covers them in this batch. A redelivery
+    of a counted trade is a duplicate, not late (those behind a heartbeat are counted here, the others by
+    ``merging``)."""
+    kept: list[tuple[Key, mysql_store.QuarantinedMessage]] = []
+    duplicates, seen = 0, set[tuple[str, int]]()
+    for c in sorted(candidates, key=lambda c: (c.partition, c.offset)):
+        counted = (outcomes[c.key].id_ranges if c.key in outcomes else
+                   stored[c.key].id_ranges if c.key in stored else ())
+        if coverage.contains(counted, c.agg_id) or (c.key[0], c.agg_id) in seen:
+            duplicates += 1 if c.after else 0  # the others were counted by merging
+            continue
+        seen.add((c.key[0], c.agg_id))
+        kept.append((c.key, mysql_store.QuarantinedMessage(
+            c.topic, c.partition, c.offset, mysql_store.utc_or_none(c.kafka_timestamp_ms), c.raw_value,
+            f"late: window {c.key[0]} {mysql_store.utc(c.key[1]):%Y-%m-%d %H:%M} was already declared complete")))
+    return kept, duplicates
 
 
 class BatchWriter:
     """``run`` (the checkpoint's query id, recorded on ledger rows) may be given after the query started:
     batches wait for it."""
 
-    def __init__(self, url: MysqlUrl, summary: JobSummary, run: str | None = None) -> None:
-        self.url, self.summary = url, summary
+    def __init__(self, url: MysqlUrl, summary: JobSummary, run: str | None = None,
+                 driver_batch_max: int = 0) -> None:
+        self.url, self.summary, self.driver_batch_max = url, summary, driver_batch_max
         self._run, self._run_known = run, threading.Event()
         self.failed: str | None = None  # the batch that raised, as "batch N (K messages at offsets ...)"
         self._reading: str | None = None
@@ -191,17 +397,25 @@ class BatchWriter:
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
-        parsed = cached_columns(transforms.classify(transforms.parse(batch))).persist()
         self._reading = None
+        parsed: DataFrame | None = None
         try:
-            counts, inputs = self._apply(batch, parsed, batch_id)
+            rows = small_batch(batch, self.driver_batch_max)
+            if rows is not None:
+                gathered = self._driver(batch, rows, started)
+            else:
+                parsed = cached_columns(transforms.classify(transforms.parse(batch))).persist()
+                gathered = self._spark(batch, parsed, started)
+            counts = self._apply(gathered, batch_id) if gathered.read.messages else mysql_store.BatchCounts()
+            inputs = gathered.read.messages
         except BaseException as exc:
             self.failed = f"batch {batch_id}" + (f" ({self._reading})" if self._reading else "")
             log.error("%s failed: %s", self.failed, str(exc).strip().splitlines()[0][:500] if str(exc).strip()
                       else type(exc).__name__)
             raise
         finally:
-            parsed.unpersist()
+            if parsed is not None:
+                parsed.unpersist()
         self.summary.batches += 1
         self.summary.input_rows += inputs
         if counts is None:
@@ -220,31 +434,28 @@ class BatchWriter:
         self.summary.phase_s[name] = self.summary.phase_s.get(name, 0.0) + now - since
         return now
 
-    def _apply(self, batch: DataFrame, parsed: DataFrame, batch_id: int,
-               ) -> tuple[mysql_store.BatchCounts | None, int]:
-        m = F.col("msg")
-        began = time.monotonic()
+    def _driver(self, batch: DataFrame, rows: list[Any], began: float) -> Gathered:
+        began = self._phase("read", began)
+        self._reading = f"{len(rows):,} messages, computed in the driver"
+        gathered = driver_gather(batch, rows)
+        self._reading = f"{gathered.read.messages:,} messages at offsets {gathered.read.offsets}, in the driver"
+        self._phase("driver", began)
+        return gathered
+
+    def _spark(self, batch: DataFrame, parsed: DataFrame, began: float) -> Gathered:
         read = batch_read(parsed)
-        if not read.messages:
-            return mysql_store.BatchCounts(), 0
         self._reading = f"{read.messages:,} messages at offsets {read.offsets}"
         began = self._phase("read", began)
-        side = parsed.where(F.col("reason").isNotNull() | (m["type"] == "heartbeat")).select(
-            "topic", "partition", "offset", "kafka_timestamp_ms", "raw_value", "reason",
-            m["s"].alias("symbol"), m["from"].alias("covered_from_ms"), m["T"].alias("complete_before_ms")).collect()
-        quarantine = [mysql_store.QuarantinedMessage(r["topic"], r["partition"], r["offset"],
-                                                     mysql_store.utc_or_none(r["kafka_timestamp_ms"]), r["raw_value"],
-                                                     r["reason"])
-                      for r in side if r["reason"]]
-        beats = [(r["symbol"], int(r["partition"]), int(r["offset"]), int(r["covered_from_ms"]),
-                  int(r["complete_before_ms"])) for r in side if not r["reason"]]
-        began = self._phase("side", began)
-        trade_rows = transforms.trades(parsed)
-        pieces = cover_frame(batch.sparkSession, beats)
-        flagged = transforms.flag_behind(trade_rows, pieces)
-        islands, behind = collect_islands(flagged)
-        began = self._phase("islands", began)
-        run = self.run
+        gathered = spark_gather(batch, parsed, read)
+        self._phase("islands", began)
+        return gathered
+
+    def _apply(self, g: Gathered, batch_id: int) -> mysql_store.BatchCounts | None:
+        began, run, read, islands, beats = time.monotonic(), self.run, g.read, g.islands, g.beats
+        new_coverage: dict[str, list[coverage.Range]] = {}
+        for symbol, _, _, start, end in beats:
+            if end > start:
+                new_coverage.setdefault(symbol, []).append((start, end - 1))
 
         def transact(cur: Any) -> mysql_store.BatchCounts | None:
             if not mysql_store.claim_batch(cur, run, QUERY, batch_id, read.fingerprint, read.offsets):
@@ -252,27 +463,24 @@ class BatchWriter:
             stored = mysql_store.load_windows(cur, {(i.symbol, i.start_ms) for i in islands})
             symbols = {i.symbol for i in islands} | {b[0] for b in beats}
             before = mysql_store.load_coverage(cur, symbols)
-            normal = trade_rows if not behind else flagged.where(~F.col("after"))
-            outcomes = merging.settle(stored, before, islands, lambda keys: _exact_trades(normal, keys))
+            outcomes = merging.settle(stored, before, islands, g.exact_trades)
             duplicates = sum(o.duplicates for o in outcomes.values())
-            late_kept: list[tuple[Key, mysql_store.QuarantinedMessage]] = []
+            kept: list[tuple[Key, mysql_store.QuarantinedMessage]] = []
             closed = {k for k, o in outcomes.items() if o.late}
-            if closed or behind:  # rare: fetch the late trades themselves
-                late_kept, more_duplicates = self._late(batch, parsed, closed, pieces if behind else None, stored,
-                                                        outcomes)
+            if closed or g.behind:  # rare: fetch the late trades themselves
+                kept, more_duplicates = late_kept(g.candidates(closed), stored, outcomes)
                 duplicates += more_duplicates
-            new = mysql_store.add_quarantine(cur, [*quarantine, *(msg for _, msg in late_kept)])
+            new = mysql_store.add_quarantine(cur, [*g.quarantine, *(msg for _, msg in kept)])
             # A late trade counts once: a batch applied again under another cut finds it kept already.
-            late = Counter(key for key, msg in late_kept if msg.identity in new)
-            duplicates += sum(1 for _, msg in late_kept if msg.identity not in new)
+            late = Counter(key for key, msg in kept if msg.identity in new)
+            duplicates += sum(1 for _, msg in kept if msg.identity not in new)
             written = mysql_store.write_windows(cur, [
                 (windows.result(k[0], k[1], o.acc), o.acc, o.id_ranges) for k, o in outcomes.items() if o.merged])
             mysql_store.add_late(cur, [(k[0], k[1], n) for k, n in late.items()
                                        if k in stored or (k in outcomes and outcomes[k].merged)])
             finalized = 0
             for symbol in sorted(symbols):
-                new_ranges = [(start, end - 1) for s, _, _, start, end in beats if s == symbol and end > start]
-                ranges = coverage.union([*before.get(symbol, []), *new_ranges])
+                ranges = coverage.union([*before.get(symbol, []), *new_coverage.get(symbol, [])])
                 if ranges != before.get(symbol, []):
                     mysql_store.save_coverage(cur, symbol, ranges)
                 finalized += mysql_store.finalize(cur, symbol, ranges)
@@ -284,37 +492,4 @@ class BatchWriter:
 
         counts = mysql_store.with_retries(self.url, transact, f"batch {batch_id}")
         self._phase("mysql", began)
-        return counts, read.messages
-
-    @staticmethod
-    def _late(batch: DataFrame, parsed: DataFrame, closed: set[Key], pieces: DataFrame | None,
-              stored: dict[Key, merging.Stored], outcomes: dict[Key, merging.Outcome],
-              ) -> tuple[list[tuple[Key, mysql_store.QuarantinedMessage]], int]:
-        """The late trades themselves, to be kept where an operator (or a backfill) can find them: those of windows
-        that were closed before the batch, and those behind a heartbeat that covers them in this batch. A
-        redelivery of a counted trade is a duplicate, not late (those behind a heartbeat are counted here, the
-        others by ``merging``)."""
-        flagged = transforms.flag_behind(transforms.trades(parsed, "topic", "kafka_timestamp_ms"), pieces)
-        wanted = flagged.where("after")
-        if closed:
-            wanted = wanted.unionByName(in_windows(flagged.where(~F.col("after")), closed))
-        rows = wanted.collect()
-        wanted_at = batch.sparkSession.createDataFrame(
-            sorted({(int(r["partition"]), int(r["offset"])) for r in rows}), "partition int, offset long")
-        raw = {(int(r["partition"]), int(r["offset"])): r["raw_value"] for r in batch.join(
-            F.broadcast(wanted_at), ["partition", "offset"], "left_semi").select(
-            "partition", "offset", F.col("value").cast("string").alias("raw_value")).collect()} if rows else {}
-        kept: list[tuple[Key, mysql_store.QuarantinedMessage]] = []
-        duplicates, seen = 0, set[tuple[str, int]]()
-        for r in sorted(rows, key=lambda r: (r["partition"], r["offset"])):
-            key, agg_id = (r["symbol"], int(r["start_ms"])), int(r["agg_id"])
-            counted = outcomes[key].id_ranges if key in outcomes else stored[key].id_ranges if key in stored else ()
-            if coverage.contains(counted, agg_id) or (key[0], agg_id) in seen:
-                duplicates += 1 if r["after"] else 0  # the others were counted by merging
-                continue
-            seen.add((key[0], agg_id))
-            kept.append((key, mysql_store.QuarantinedMessage(
-                r["topic"], r["partition"], r["offset"], mysql_store.utc_or_none(r["kafka_timestamp_ms"]),
-                raw[(int(r["partition"]), int(r["offset"]))],
-                f"late: window {key[0]} {mysql_store.utc(key[1]):%Y-%m-%d %H:%M} was already declared complete")))
-        return kept, duplicates
+        return counts

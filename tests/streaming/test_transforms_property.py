@@ -93,3 +93,70 @@ def test_a_worked_example_through_spark(spark: Any) -> None:
     assert (row["open_price"], row["close_price"], row["high_price"], row["low_price"]) == (30, 10, 30, 10)
     assert row["average_price"] == Decimal("20") and row["vwap"] == Decimal("21.666666666666666667")
     assert (row["volume"], row["quote_volume"], row["trade_count"], row["agg_trade_count"]) == (6, 130, 8, 3)
+
+
+@st.composite
+def mixed_batch(draw: st.DrawFn) -> list[tuple[int, bytes | None]]:
+    """(partition, value): trades of two symbols (redelivered, invalid, out of order), hostile messages, and
+    heartbeats anywhere, covering some of the trades' times from before or after them in their partition."""
+    from tests.streaming.test_validation_agreement import hostile_message
+
+    ts = draw(st.lists(trades(), min_size=1, max_size=30, unique_by=lambda t: (t.symbol, t.agg_id)))
+    ts = [dataclasses.replace(t, symbol=("BTCUSDT", "ETHUSDT")[t.agg_id % 2]) for t in ts]
+    home = {"BTCUSDT": 0, "ETHUSDT": 1}
+    out: list[tuple[int, bytes | None]] = [(home[t.symbol], messages.encode_trade(t)[1]) for t in ts]
+    for i in draw(st.lists(st.integers(0, 1000), max_size=5)):
+        out.append((home[ts[i % len(ts)].symbol], messages.encode_trade(ts[i % len(ts)])[1]))
+    for i in draw(st.lists(st.integers(0, 1000), max_size=2)):
+        out.append((0, messages.encode_trade(invalid(ts[i % len(ts)]))[1]))
+    out += [(draw(st.integers(0, 1)), v) for v in draw(st.lists(hostile_message(), max_size=3))]
+    times = sorted(t.event_time_ms for t in ts)
+    for _ in range(draw(st.integers(0, 4))):
+        symbol = draw(st.sampled_from(["BTCUSDT", "ETHUSDT"]))
+        start = draw(st.sampled_from(times)) - draw(st.integers(0, 120_000))
+        end = draw(st.sampled_from(times)) + draw(st.integers(0, 120_000))
+        beat = messages.encode_heartbeat(messages.Heartbeat(symbol, max(0, min(start, end)), max(start, end)))[1]
+        out.insert(draw(st.integers(0, len(out))), (draw(st.sampled_from([home[symbol], home[symbol], 2])), beat))
+    return draw(st.permutations(out)) if draw(st.booleans()) else out
+
+
+def islands_key(islands: list[merging.Island]) -> list[tuple[Any, ...]]:
+    return sorted((i.symbol, i.start_ms, i.first_id, i.last_id, dataclasses.astuple(i.acc)) for i in islands)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batch=mixed_batch())
+def test_the_driver_path_and_the_spark_path_gather_the_same_batch(spark: Any, batch: list[tuple[int, bytes | None]],
+                                                                   ) -> None:
+    """A small batch computed in the driver by the core (``driver_gather``) holds exactly what Spark computes of it
+    (``spark_gather``): fingerprint, heartbeats, quarantine (reason and raw text), islands, the trades behind a
+    heartbeat that covers them, and the late candidates and exact-path trades the transaction may ask for."""
+    from pipeline.spark import writer
+
+    now = datetime(2026, 1, 2, tzinfo=UTC)
+    offsets: dict[int, int] = {}
+    rows = []
+    for partition, value in batch:
+        offsets[partition] = offsets.get(partition, -1) + 1
+        rows.append((b"k", value, "t", partition, offsets[partition], now, 0))
+    kafka = spark.createDataFrame(rows, KAFKA_SCHEMA)
+    small = writer.small_batch(kafka, 1000)
+    assert small is not None and len(small) == len(batch)
+    driver = writer.driver_gather(kafka, small)
+    parsed = writer.cached_columns(transforms.classify(transforms.parse(kafka))).persist()
+    try:
+        via_spark = writer.spark_gather(kafka, parsed, writer.batch_read(parsed))
+        assert driver.read == via_spark.read
+        assert sorted(driver.beats) == sorted(via_spark.beats)
+        assert sorted(driver.quarantine, key=lambda q: (q.partition, q.offset)) == sorted(
+            via_spark.quarantine, key=lambda q: (q.partition, q.offset))
+        assert islands_key(driver.islands) == islands_key(via_spark.islands)
+        assert islands_key(driver.behind) == islands_key(via_spark.behind)
+        keys = {(i.symbol, i.start_ms) for i in driver.islands + driver.behind}
+        assert sorted(driver.candidates(keys), key=lambda c: (c.partition, c.offset)) == sorted(
+            via_spark.candidates(keys), key=lambda c: (c.partition, c.offset))
+        exact_driver, exact_spark = driver.exact_trades(keys), via_spark.exact_trades(keys)
+        assert {k: sorted(v, key=lambda t: t.agg_id) for k, v in exact_driver.items()} == {
+            k: sorted(v, key=lambda t: t.agg_id) for k, v in exact_spark.items()}
+    finally:
+        parsed.unpersist()

@@ -42,3 +42,11 @@ def test_the_docstring_example_and_live_modes_nested_heartbeats() -> None:
     day = [(i * 10, 0, (i + 1) * 60_000) for i in range(1440)]
     pieces = coverage.earliest_cover(day)
     assert len(pieces) == 1440 and pieces[0] == (0, 60_000, 0) and pieces[-1] == (1439 * 60_000, 1440 * 60_000, 14390)
+
+
+@given(st.lists(heartbeat, max_size=12))
+def test_first_cover_finds_the_piece_by_bisection(heartbeats: list[tuple[int, int, int]]) -> None:
+    pieces = coverage.earliest_cover(heartbeats)
+    starts = [a for a, _, _ in pieces]
+    for t in range(-1, 42):
+        assert coverage.first_cover(pieces, starts, t) == brute_force(heartbeats, t)

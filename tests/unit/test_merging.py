@@ -3,34 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
 from decimal import Decimal
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.core import coverage, merging, windows
-from pipeline.core.merging import Island, Key, Stored
+from pipeline.core.merging import Key, Stored
 from pipeline.core.trades import Trade
+from tests.unit.strategies import trades
 
 
 def trade(agg_id: int, time_ms: int, price: str = "10", qty: str = "1", symbol: str = "BTCUSDT") -> Trade:
     return Trade(symbol, agg_id, Decimal(price), Decimal(qty), agg_id * 10, agg_id * 10 + 1, time_ms, False, True)
-
-
-def islands_of(trades: Iterable[Trade]) -> list[Island]:
-    """What ``transforms.islands`` computes, written plainly: per (symbol, minute), runs of consecutive ids."""
-    by_key: dict[Key, dict[int, Trade]] = {}
-    for t in trades:
-        by_key.setdefault((t.symbol, windows.window_start_ms(t.event_time_ms)), {}).setdefault(t.agg_id, t)
-    out = []
-    for (symbol, start), by_id in by_key.items():
-        for first, last in coverage.union((i, i) for i in by_id):
-            acc = windows.initialize()
-            for agg_id in range(first, last + 1):
-                acc = windows.add(acc, by_id[agg_id])
-            out.append(Island(symbol, start, first, last, acc))
-    return out
 
 
 def apply(store: dict[Key, Stored], batch: list[Trade], symbol_coverage: dict[str, list[tuple[int, int]]]) \
@@ -39,7 +24,7 @@ def apply(store: dict[Key, Stored], batch: list[Trade], symbol_coverage: dict[st
     def trades_of(keys: set[Key]) -> dict[Key, list[Trade]]:
         return {k: [t for t in batch if (t.symbol, windows.window_start_ms(t.event_time_ms)) == k] for k in keys}
 
-    outcomes = merging.settle(store, symbol_coverage, islands_of(batch), trades_of)
+    outcomes = merging.settle(store, symbol_coverage, merging.islands_of(batch), trades_of)
     for key, o in outcomes.items():
         if o.merged:
             previous = store.get(key)
@@ -118,3 +103,24 @@ def test_stored_ranges_survive_their_text_form() -> None:
     assert coverage.covers_window([(60_000, 119_999)], 60_000, 120_000)
     assert not coverage.covers_window([(60_000, 119_998)], 60_000, 120_000)
     assert dataclasses.replace(Stored(windows.initialize(), (), False)).is_final is False
+
+
+@given(st.lists(trades(), max_size=40), st.lists(st.integers(0, 1000), max_size=8))
+def test_the_cores_islands_are_runs_of_consecutive_ids_that_sum_to_the_reference(batch: list[Trade],
+                                                                                  repeats: list[int]) -> None:
+    """``islands_of`` (the driver's path for small batches) against the reference aggregator; a redelivered trade
+    (same symbol and agg id) counts once."""
+    unique = list({(t.symbol, t.agg_id): t for t in reversed(batch)}.values())
+    with_repeats = batch + [batch[i % len(batch)] for i in repeats] if batch else []
+    by_key: dict[Key, windows.Accumulator] = {}
+    runs: dict[Key, list[tuple[int, int]]] = {}
+    for island in merging.islands_of(with_repeats):
+        key = (island.symbol, island.start_ms)
+        assert island.acc.agg_trade_count == island.last_id - island.first_id + 1
+        by_key[key] = windows.merge(by_key.get(key, windows.initialize()), island.acc)
+        runs.setdefault(key, []).append((island.first_id, island.last_id))
+    for ranges in runs.values():  # disjoint and not adjacent: each run is maximal
+        ordered = sorted(ranges)
+        assert all(a[1] + 1 < b[0] for a, b in zip(ordered, ordered[1:], strict=False)), ordered
+    expected = windows.aggregate(unique)
+    assert {k: windows.result(k[0], k[1], acc) for k, acc in by_key.items()} == expected
