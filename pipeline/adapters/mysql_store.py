@@ -193,6 +193,42 @@ def transaction(url: MysqlUrl) -> Iterator[Any]:
         conn.close()
 
 
+class Connection:
+    """One connection kept open from one transaction to the next (the job's batches: a login costs about 40 ms
+    here, more than a small batch's statements). Checked with a ping before each use, so a connection the server
+    closed meanwhile is opened again; closed after any failure, so a retry starts afresh."""
+
+    def __init__(self, url: MysqlUrl) -> None:
+        self.url = url
+        self._conn: pymysql.connections.Connection | None = None
+
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.ping(reconnect=False)
+            except pymysql.err.MySQLError:
+                conn = None
+        conn = conn or connect(self.url)
+        try:
+            with conn.cursor() as cur:
+                yield cur
+            conn.commit()
+        except BaseException:
+            try:
+                conn.rollback()
+            finally:
+                conn.close()
+            raise
+        self._conn = conn
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+
 # Failures that say nothing about the data: a deadlock or lock wait (the server rolled back), or a connection lost
 # or refused. The whole transaction is run again; anything else (a refused login, a bad statement) is raised.
 RETRYABLE = frozenset({1205, 1213, 1040, 1053, 2003, 2006, 2013, 2055})
@@ -212,14 +248,15 @@ def retryable(exc: BaseException) -> bool:
 
 
 def with_retries(url: MysqlUrl, work: Callable[[Any], T], what: str, deadline_s: float = RETRY_SECONDS,
-                 sleep: Callable[[float], None] = time.sleep) -> T:
-    """``work(cursor)`` in one transaction, run again (after a backoff of 1 s doubling to 30 s) while MySQL fails
-    for a reason that says nothing about the data, for at most ``deadline_s``; every attempt is logged. ``work``
-    must be repeatable: a commit whose answer was lost is found by the next attempt (the batch ledger)."""
+                 sleep: Callable[[float], None] = time.sleep, connection: Connection | None = None) -> T:
+    """``work(cursor)`` in one transaction (on ``connection``, kept open, if given), run again (after a backoff of
+    1 s doubling to 30 s) while MySQL fails for a reason that says nothing about the data, for at most
+    ``deadline_s``; every attempt is logged. ``work`` must be repeatable: a commit whose answer was lost is found by
+    the next attempt (the batch ledger)."""
     started, delay, attempt = time.monotonic(), 1.0, 1
     while True:
         try:
-            with transaction(url) as cur:
+            with (connection.transaction() if connection is not None else transaction(url)) as cur:
                 return work(cur)
         except Exception as exc:
             if not retryable(exc) or time.monotonic() - started + delay > deadline_s:

@@ -123,6 +123,7 @@ def run(settings: Settings, bootstrap: str, url: MysqlUrl, checkpoint_dir: Path 
         for query in queries.values():
             if query.isActive:
                 query.stop()
+        batch_writer.connection.close()
     if batch_writer.ready:
         summary.checkpoint_totals = mysql_store.run_totals(url, batch_writer.run)
     return summary

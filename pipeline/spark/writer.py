@@ -373,6 +373,7 @@ class BatchWriter:
     def __init__(self, url: MysqlUrl, summary: JobSummary, run: str | None = None,
                  driver_batch_max: int = 0) -> None:
         self.url, self.summary, self.driver_batch_max = url, summary, driver_batch_max
+        self.connection = mysql_store.Connection(url)  # kept open between batches; the job closes it
         self._run, self._run_known = run, threading.Event()
         self.failed: str | None = None  # the batch that raised, as "batch N (K messages at offsets ...)"
         self._reading: str | None = None
@@ -490,6 +491,6 @@ class BatchWriter:
             mysql_store.record_batch(cur, QUERY, read.fingerprint, counts)
             return counts
 
-        counts = mysql_store.with_retries(self.url, transact, f"batch {batch_id}")
+        counts = mysql_store.with_retries(self.url, transact, f"batch {batch_id}", connection=self.connection)
         self._phase("mysql", began)
         return counts
