@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, NoReturn
 from pipeline import compose
 from pipeline.core.trades import MIN_TIME_MS
 from pipeline.errors import ConfigError, PipelineError, run_command
-from pipeline.settings import Settings, max_offsets
+from pipeline.settings import DEFAULT_TRIGGER_SECONDS, Settings, max_offsets
 
 if TYPE_CHECKING:  # adapters are imported where used: `pipeline --help` must not load Kafka or Spark
     from datetime import datetime
@@ -496,7 +496,8 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
     base = bench.QUICK if args.quick else bench.FULL
     sizes = dataclasses.replace(base, **{k: v for k, v in (
         ("trades", args.trades), ("live_seconds", args.live_seconds), ("ledger_seconds", args.ledger_seconds),
-        ("ledger_rows", args.ledger_rows), ("rate", args.rate)) if v is not None})
+        ("ledger_rows", args.ledger_rows), ("rate", args.rate), ("freshness_runs", args.freshness_runs))
+        if v is not None})
     if args.spark_master:  # the processor runs and Spark's raw count are children: they read it from there
         settings = Settings.from_mapping({**settings.environment(), "PIPELINE_SPARK_MASTER": args.spark_master})
     return bench.main(bench.Options(sizes, args.quick, parts, Path(args.out) if args.out else None,
@@ -540,7 +541,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_process = sub.add_parser("process", help="the Spark job: Kafka -> 1-minute windows in MySQL")
     p_process.add_argument("--until-idle", action="store_true",
                            help="process everything available, finalize what can be, and exit 0")
-    p_process.add_argument("--trigger-seconds", type=float, default=1.0, help="micro-batch interval when running on")
+    p_process.add_argument("--trigger-seconds", type=float, default=DEFAULT_TRIGGER_SECONDS,
+                           help=f"micro-batch interval when running on (default {DEFAULT_TRIGGER_SECONDS:g})")
     p_process.add_argument("--max-offsets-per-trigger", metavar="N",
                            help="at most N Kafka messages per micro-batch (default PIPELINE_MAX_OFFSETS_PER_TRIGGER, "
                                 "else 500000); lower it if a batch is too large for the driver")
@@ -614,6 +616,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_bench.add_argument("--out", help="the JSON report (default: ./bench/bench-<UTC time>.json)")
     p_bench.add_argument("--trades", type=int, help="trades on the pre-loaded topic (default 1,000,000)")
     p_bench.add_argument("--live-seconds", type=float, help="freshness run at live pace (default 120)")
+    p_bench.add_argument("--freshness-runs", type=int, help="how many times the freshness run is repeated; the "
+                                                            "worst is shown (default 3; --quick 1)")
     p_bench.add_argument("--rate", type=int, help="live pace in trades/s over the 5 symbols (default 500)")
     p_bench.add_argument("--ledger-rows", type=int, help="ledger rows for the batch-time comparison (default 43,200)")
     p_bench.add_argument("--ledger-seconds", type=float, help="each live run of the ledger comparison (default 45)")

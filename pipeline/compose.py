@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.settings import Settings
+from pipeline.settings import DEFAULT_TRIGGER_SECONDS, Settings
 
 if TYPE_CHECKING:  # imported where used: `pipeline --help` must not load Kafka or Spark
     from pipeline.adapters.kafka_io import TradeSink
@@ -51,7 +51,7 @@ def spark_session(settings: Settings, app_name: str = "pipeline", master: str | 
                                  settings.spark_log_level, default_master=settings.spark_master)
 
 
-def process(settings: Settings, until_idle: bool, trigger_seconds: float = 1.0,
+def process(settings: Settings, until_idle: bool, trigger_seconds: float = DEFAULT_TRIGGER_SECONDS,
             stop: threading.Event | None = None) -> JobSummary:
     """``pipeline process``: the streaming job on the settings' services (environment first, then the stack)."""
     from pipeline.services import stack

@@ -10,13 +10,13 @@ import sys
 
 from pipeline import compose
 from pipeline.errors import ConfigError, run_command
-from pipeline.settings import Settings
+from pipeline.settings import DEFAULT_TRIGGER_SECONDS, Settings
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="submit.py")
     parser.add_argument("--until-idle", action="store_true")
-    parser.add_argument("--trigger-seconds", type=float, default=1.0)
+    parser.add_argument("--trigger-seconds", type=float, default=DEFAULT_TRIGGER_SECONDS)
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from pipeline.adapters import kafka_io, mysql_store
 from pipeline.errors import ServiceError
-from pipeline.settings import MysqlUrl, Settings
+from pipeline.settings import DEFAULT_TRIGGER_SECONDS, MysqlUrl, Settings
 from pipeline.spark import writer
 from pipeline.spark.writer import JobSummary
 
@@ -46,7 +46,7 @@ def checkpoint_location(checkpoint_dir: Path | str, name: str) -> str:
 
 
 def run(settings: Settings, bootstrap: str, url: MysqlUrl, checkpoint_dir: Path | str, until_idle: bool,
-        trigger_seconds: float = 1.0, stop: threading.Event | None = None, *,
+        trigger_seconds: float = DEFAULT_TRIGGER_SECONDS, stop: threading.Event | None = None, *,
         spark: Callable[[], Any]) -> JobSummary:
     """The streaming job until stopped (or, ``until_idle``, until the topic is drained). ``spark`` makes the
     session (``pipeline.compose.spark_session``), once the schema and topic are known to be there."""

@@ -84,6 +84,7 @@ BY_TIME = ["--from", "2025-01-01T00:00", "--until", "2025-01-01T01:00"]
     *[([*PRODUCE, "--poll-interval", v], "--poll-interval") for v in ("-1", "0", "nan", "inf")],
     *[([*PRODUCE, "--request-timeout", v], "--request-timeout") for v in ("nan", "inf")],
     *[(["process", "--trigger-seconds", v], "--trigger-seconds") for v in ("nan", "inf", "0")],
+    *[(["process", "--max-offsets-per-trigger", v], "--max-offsets-per-trigger") for v in ("0", "nan", "1e6")],
     *[([*PRODUCE, "--weight-budget", v], "--weight-budget") for v in ("0", "6001")],
     ([*PRODUCE, "--start", "1735689600"], "--start"),  # seconds, read as ms: 1970
     *[(["record", "--out", "r.yaml", "--minutes", v], "--minutes") for v in ("nan", "inf", "-1")],

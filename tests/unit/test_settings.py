@@ -15,6 +15,10 @@ def test_defaults_and_parsing() -> None:
     assert Settings.from_mapping({}).symbols == DEFAULT_SYMBOLS
     assert Settings.from_mapping({}).topic_partitions == 3
     assert Settings.from_mapping({"PIPELINE_TOPIC_PARTITIONS": " 12 "}).topic_partitions == 12
+    assert Settings.from_mapping({}).max_offsets_per_trigger == 500_000
+    assert Settings.from_mapping({"PIPELINE_MAX_OFFSETS_PER_TRIGGER": "20000"}).max_offsets_per_trigger == 20_000
+    assert Settings.from_mapping({}).driver_batch_max == 5_000
+    assert Settings.from_mapping({"PIPELINE_DRIVER_BATCH_MAX": "0"}).driver_batch_max == 0
 
 
 def test_secrets_never_show() -> None:
@@ -28,6 +32,9 @@ def test_secrets_never_show() -> None:
     {"PIPELINE_SYMBOLS": "BTC-USDT"}, {"PIPELINE_SYMBOLS": " , "}, {"PIPELINE_WATERMARK_SECONDS": "ten"},
     {"PIPELINE_TOPIC": "bad topic"}, {"PIPELINE_TOPIC_PARTITIONS": "0"}, {"PIPELINE_TOPIC_PARTITIONS": "-3"},
     {"PIPELINE_TOPIC_PARTITIONS": "2.5"}, {"PIPELINE_TOPIC_PARTITIONS": "10001"},
+    {"PIPELINE_MAX_OFFSETS_PER_TRIGGER": "99"}, {"PIPELINE_MAX_OFFSETS_PER_TRIGGER": "1e6"},
+    {"PIPELINE_MAX_OFFSETS_PER_TRIGGER": "100000001"}, {"PIPELINE_MAX_OFFSETS_PER_TRIGGER": "-5"},
+    {"PIPELINE_DRIVER_BATCH_MAX": "-1"}, {"PIPELINE_DRIVER_BATCH_MAX": "100001"}, {"PIPELINE_DRIVER_BATCH_MAX": "nan"},
     {"PIPELINE_SPARK_MASTER": "mesos://m:5050"}, {"PIPELINE_SPARK_DRIVER_MEMORY": "lots"},
     {"PIPELINE_SPARK_LOG_LEVEL": "loud"}, {"PIPELINE_STACK_BACKEND": "docker"},
 ])
@@ -227,6 +234,7 @@ def test_environment_rebuilds_the_same_settings(tmp_path: Path) -> None:
            "PIPELINE_MYSQL_ADMIN_URL": "mysql://a:x@db:3307/prod?ssl-mode=REQUIRED",
            "PIPELINE_MYSQL_READ_URL": "mysql://r:y@db:3307/prod", "PIPELINE_SYMBOLS": "BTCUSDT,SOLUSDT",
            "PIPELINE_TOPIC": "t.x", "PIPELINE_TOPIC_PARTITIONS": "5", "PIPELINE_CHECKPOINT_DIR": "hdfs://nn/ck",
+           "PIPELINE_MAX_OFFSETS_PER_TRIGGER": "25000", "PIPELINE_DRIVER_BATCH_MAX": "100",
            "PIPELINE_WATERMARK_SECONDS": "7", "PIPELINE_STATE_DIR": str(tmp_path / "s"),
            "PIPELINE_CACHE_DIR": str(tmp_path / "c"), "PIPELINE_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
            "PIPELINE_KAFKA_SASL_MECHANISM": "PLAIN", "PIPELINE_KAFKA_SASL_PLAIN_USERNAME": "u",
