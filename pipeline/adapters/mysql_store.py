@@ -16,7 +16,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -209,6 +209,8 @@ class Connection:
             try:
                 conn.ping(reconnect=False)
             except pymysql.err.MySQLError:
+                with suppress(pymysql.err.Error, OSError):
+                    conn.close()
                 conn = None
         conn = conn or connect(self.url)
         try:
@@ -407,20 +409,31 @@ def load_coverage(cur: Any, symbols: Iterable[str]) -> dict[str, list[Range]]:
     return {s: coverage.union(r) for s, r in out.items()}
 
 
-def save_coverage(cur: Any, symbol: str, ranges: Sequence[Range]) -> None:
-    cur.execute("DELETE FROM pipeline_coverage WHERE symbol = %s", (symbol,))
-    if ranges:
+def save_coverage(cur: Any, symbol: str, ranges: Sequence[Range], before: Sequence[Range] | None = None) -> None:
+    """The symbol's coverage becomes ``ranges``: with ``before`` (what ``load_coverage`` read), only the ranges that
+    changed are deleted and inserted (a batch's statements stay bounded by what it changed, not by the history of
+    gaps); without, all of them."""
+    if before is None:
+        cur.execute("DELETE FROM pipeline_coverage WHERE symbol = %s", (symbol,))
+        removed, added = [], list(ranges)
+    else:
+        removed, added = sorted(set(before) - set(ranges)), sorted(set(ranges) - set(before))
+    if removed:
+        cur.executemany("DELETE FROM pipeline_coverage WHERE symbol = %s AND first_ms = %s AND last_ms = %s",
+                        [(symbol, a, b) for a, b in removed])
+    if added:
         cur.executemany("INSERT INTO pipeline_coverage (symbol, first_ms, last_ms) VALUES (%s, %s, %s)",
-                        [(symbol, a, b) for a, b in ranges])
+                        [(symbol, a, b) for a, b in added])
 
 
-def finalize(cur: Any, symbol: str, ranges: Sequence[Range]) -> int:
-    """Mark final every open window of ``symbol`` whose minute lies inside one of the coverage ``ranges``."""
+def finalize_new(cur: Any, symbol: str, spans: Sequence[tuple[int, int, int]]) -> int:
+    """Mark final every open window of ``symbol`` in ``spans`` (``coverage.newly_final``: first start, last start,
+    end limit): the windows the coverage a batch added may have completed."""
     now, finalized = _now(), 0
-    for first, last in ranges:
+    for first_start, last_start, end_limit in spans:
         finalized += cur.execute("UPDATE moving_averages SET is_final = 1, updated_at = %s WHERE symbol = %s "
-                                 "AND is_final = 0 AND start_time >= %s AND end_time <= %s",
-                                 (now, symbol, utc(first), utc(last + 1)))
+                                 "AND is_final = 0 AND start_time >= %s AND start_time <= %s AND end_time <= %s",
+                                 (now, symbol, utc(first_start), utc(last_start), utc(end_limit)))
     return finalized
 
 

@@ -108,3 +108,32 @@ def first_cover(pieces: Sequence[Piece], starts: Sequence[int], t: int) -> int |
     None: a trade at a higher offset is behind a heartbeat that covers it."""
     i = bisect.bisect_right(starts, t) - 1
     return pieces[i][2] if i >= 0 and t < pieces[i][1] else None
+
+
+def subtract(ranges: Sequence[Range], minus: Sequence[Range]) -> list[Range]:
+    """The values of ``ranges`` that ``minus`` does not hold (both merged)."""
+    out: list[Range] = []
+    for first, last in ranges:
+        for a, b in minus:
+            if b < first or a > last:
+                continue
+            if a > first:
+                out.append((first, a - 1))
+            first = max(first, b + 1)
+            if first > last:
+                break
+        if first <= last:
+            out.append((first, last))
+    return out
+
+
+def newly_final(ranges: Sequence[Range], before: Sequence[Range], window_ms: int) -> list[tuple[int, int, int]]:
+    """Where windows may have become final when coverage grew from ``before`` to ``ranges`` (both merged): for each
+    stretch newly covered, ``(first start, last start, end limit)`` of the windows that touch it and lie inside the
+    range holding it. A window wholly inside ``before`` was made final when that was covered, so the work is
+    bounded by the time newly covered, not by the symbol's whole history (issue 18)."""
+    out = []
+    for a, b in subtract(ranges, before):
+        first, last = next(r for r in ranges if r[0] <= a and b <= r[1])
+        out.append((max(first, a - window_ms + 1), b, last + 1))
+    return out

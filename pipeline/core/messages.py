@@ -72,10 +72,13 @@ def claims_the_future(message: Trade | Heartbeat, published_ms: int | None) -> b
 # ignores what follows the first object, reads 'single quotes' and refuses numbers over 1,000 characters, Python's
 # does none of these, and the two stop nesting at different depths (our messages are flat).
 TEXT_REFUSED_PATTERN = ("\\\\|\ufffd|\"[pq]\"[ \t\n\r]*+:[ \t\n\r]*+[-0-9]|[\\[\\]']|\\{[^{]*+\\{"
-                        "|\\}[ \t\n\r]*+[^ \t\n\r]|[-+.0-9eE]{1000}")
+                        "|\\}[ \t\n\r]*+[^ \t\n\r]|[-+.0-9eE]{1000}"
+                        # a field of the schema twice: json.loads keeps the last, Spark's reader fails on a first
+                        # value of the wrong type (issue 18's review); with no escapes, '"T":' can only be a key
+                        "|\"(v|type|s|a|p|q|f|l|T|from|m|M)\"[ \t\n\r]*+:[\\s\\S]*\"\\1\"[ \t\n\r]*+:")
 _TEXT_REFUSED = re.compile(TEXT_REFUSED_PATTERN)
-TEXT_REFUSED_REASON = ("not one flat UTF-8 JSON object, holds an escape sequence, or a price or quantity that is not a "
-                       "JSON string")
+TEXT_REFUSED_REASON = ("not one flat UTF-8 JSON object, holds an escape sequence or a field twice, or a price or "
+                       "quantity that is not a JSON string")
 MAX_MESSAGE_CHARS = 1_000_000  # Kafka's default largest message; Spark's reader has limits of its own beyond it
 
 

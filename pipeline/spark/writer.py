@@ -35,6 +35,7 @@ from pipeline.adapters import mysql_store
 from pipeline.core import coverage, merging, messages, windows
 from pipeline.core.merging import Key
 from pipeline.core.trades import Trade, invalid_reason
+from pipeline.core.windows import WINDOW_MS
 from pipeline.settings import MysqlUrl
 from pipeline.spark import transforms
 
@@ -204,6 +205,9 @@ class Gathered:
     candidates: Callable[[set[Key]], list[Candidate]]  # the trades behind, and those of these (closed) windows
 
 
+DRIVER_VALUE_BYTES = 16_384
+
+
 def small_batch(batch: DataFrame, limit: int) -> list[Any] | None:
     """The batch's messages, if it holds at most ``limit`` (PIPELINE_DRIVER_BATCH_MAX; one Spark job, no shuffle),
     to be computed in the driver by the core's functions: a Spark shuffle's fixed cost is most of a small batch's
@@ -212,10 +216,13 @@ def small_batch(batch: DataFrame, limit: int) -> list[Any] | None:
     if limit <= 0:
         return None
     value = F.col("value").cast("string")
-    rows = batch.select("topic", "partition", "offset", F.unix_millis("timestamp").alias("kafka_timestamp_ms"),
-                        value.alias("raw_value"), "value").withColumn("value_hash", _value_hash()).drop(
-        "raw_value").limit(limit + 1).collect()
-    return rows if len(rows) <= limit else None
+    # A message over DRIVER_VALUE_BYTES (ours are about 150 bytes) is not collected: the batch goes to Spark, so the
+    # driver holds at most limit x DRIVER_VALUE_BYTES whatever the messages are.
+    big = F.coalesce(F.length("value") > DRIVER_VALUE_BYTES, F.lit(False))
+    rows = (batch.select("topic", "partition", "offset", F.unix_millis("timestamp").alias("kafka_timestamp_ms"),
+                         value.alias("raw_value"), F.when(~big, F.col("value")).alias("value"), big.alias("big"))
+            .withColumn("value_hash", _value_hash()).drop("raw_value").limit(limit + 1).collect())
+    return rows if len(rows) <= limit and not any(r["big"] for r in rows) else None
 
 
 def driver_gather(batch: DataFrame, rows: list[Any]) -> Gathered:
@@ -481,10 +488,11 @@ class BatchWriter:
                                        if k in stored or (k in outcomes and outcomes[k].merged)])
             finalized = 0
             for symbol in sorted(symbols):
-                ranges = coverage.union([*before.get(symbol, []), *new_coverage.get(symbol, [])])
-                if ranges != before.get(symbol, []):
-                    mysql_store.save_coverage(cur, symbol, ranges)
-                finalized += mysql_store.finalize(cur, symbol, ranges)
+                old = before.get(symbol, [])
+                ranges = coverage.union([*old, *new_coverage.get(symbol, [])])
+                if ranges != old:  # only what this batch's heartbeats added: bounded by the batch, not the history
+                    mysql_store.save_coverage(cur, symbol, ranges, old)
+                    finalized += mysql_store.finalize_new(cur, symbol, coverage.newly_final(ranges, old, WINDOW_MS))
             counts = mysql_store.BatchCounts(
                 trades_merged=sum(o.merged for o in outcomes.values()), duplicates=duplicates,
                 late_trades=sum(late.values()), quarantined=len(new), rows_written=written, rows_finalized=finalized)

@@ -50,3 +50,30 @@ def test_first_cover_finds_the_piece_by_bisection(heartbeats: list[tuple[int, in
     starts = [a for a, _, _ in pieces]
     for t in range(-1, 42):
         assert coverage.first_cover(pieces, starts, t) == brute_force(heartbeats, t)
+
+
+spans = st.lists(st.tuples(st.integers(0, 600), st.integers(0, 600)).map(sorted).map(tuple), max_size=6)
+
+
+@given(spans, spans)
+def test_subtract_is_set_difference(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> None:
+    ra, rb = coverage.union(a), coverage.union(b)
+    got = coverage.subtract(ra, rb)
+    assert {v for x, y in got for v in range(x, y + 1)} == (
+        {v for x, y in ra for v in range(x, y + 1)} - {v for x, y in rb for v in range(x, y + 1)})
+    assert got == coverage.union(got)
+
+
+@given(spans, spans)
+def test_newly_final_finds_exactly_the_windows_that_became_covered(old: list[tuple[int, int]],
+                                                                  new: list[tuple[int, int]]) -> None:
+    """Windows of 10 units: those inside the grown coverage and not inside the old one are all found by the spans
+    (as the finalize UPDATE selects them: start in [lo, hi], end <= limit), and the spans find none outside it."""
+    before = coverage.union(old)
+    after = coverage.union([*before, *new])
+    found = {s for s in range(0, 620, 10) for lo, hi, limit in coverage.newly_final(after, before, 10)
+             if lo <= s <= hi and s + 10 <= limit}
+    became = {s for s in range(0, 620, 10)
+              if coverage.covers_window(after, s, s + 10) and not coverage.covers_window(before, s, s + 10)}
+    assert became <= found
+    assert all(coverage.covers_window(after, s, s + 10) for s in found)

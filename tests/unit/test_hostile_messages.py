@@ -170,6 +170,8 @@ REAL_TEXT = messages.encode_trade(REAL)[1].decode()
     REAL_TEXT[:-1] + ',"x":NaN}', REAL_TEXT[:-1] + ',"x":-Infinity}',  # Python reads these, Spark here does not
     REAL_TEXT[:-1] + ',"x":' + "1" * 1001 + "}",  # Spark refuses a number over 1,000 characters
     REAL_TEXT[:-1] + ',"x":"' + "A" * 1_000_001 + '"}',
+    # a field twice: Python kept the last value, Spark's reader failed on a first one of the wrong type (review)
+    REAL_TEXT.replace('"T":', '"T":"x","T":'), REAL_TEXT[:-1] + ',\r"s":"ETHUSDT"}', REAL_TEXT[:-1] + ',"p":"2"}',
 ])
 def test_one_flat_object_as_strict_json_or_nothing(raw: str) -> None:
     with pytest.raises(MalformedMessage):
