@@ -27,7 +27,8 @@ FIGURES = [
     ("freshness", "final_after_window_end_plus_lag_s", "p50"),
     ("freshness", "final_after_window_end_plus_lag_s", "p95"),
     ("freshness", "final_after_window_end_plus_lag_s", "max"),
-    ("first_batch_s",),
+    ("first_batch_s",), ("freshness", "final_after_heartbeat_ack_s", "max"),
+    ("spark_floor", "batch_ms", "p50"), ("spark_floor", "batch_ms", "p99"),
     ("ledger", "empty", "batch_ms_after_warmup", "p50"), ("ledger", "month", "batch_ms_after_warmup", "p50"),
     ("ledger", "p50_ratio_month_to_empty",),
     ("peak_rss_mib", "spark_driver"), ("peak_rss_mib", "kafka"), ("peak_rss_mib", "mysql"),
@@ -76,14 +77,18 @@ def test_bench_quick_reports_every_figure(services: Settings, tmp_path: Path) ->
     assert fresh["trades_visible"] == fresh["trades_sent"] > 0
     assert fresh["final_after_window_end_plus_lag_s"]["n"] >= 1
     assert figures["ledger"]["month"]["ledger_run_id_is_the_seeded_one"] is True
+    (outage,) = figures["outage"]  # --quick: 5 symbols x 2 h
+    assert (outage["symbols"], outage["minutes"], outage["heartbeats"]) == (5, 120, 600)
+    assert outage["exact_count"] is True and outage["windows_final"] == outage["windows"] > 0
+    assert isinstance(outage["catch_up_s"], float) and len(figures["freshness_runs"]) == 1
 
     # One table on stdout, progress on stderr, and nothing left behind.
     for row in ("processor, steady", "Spark read + count", "replay --speed max", "kafka-python raw",
-                "freshness: ack -> visible", "final row after window end", "first committed batch",
-                "ledger rows", "peak RSS"):
+                "freshness: ack -> visible", "final row after the covering heartbeat's ack", "first committed batch",
+                "catch-up after 5 symbols x 2 h down", "Spark's floor", "ledger rows", "peak RSS"):
         assert row in result.stdout
     assert f"JSON: {out.resolve()}" in result.stdout
-    for step in ("1/5", "2/5", "3/5", "4/5", "5/5"):
+    for step in ("1/6", "2/6", "3/6", "4/6", "5/6", "6/6"):
         assert step in result.stderr
     assert _bench_databases(services) == databases_before
     assert not [t for t in _topics(services) if t.startswith("bench.") and t.endswith(report["run_id"])]
