@@ -123,7 +123,7 @@ def islands_key(islands: list[merging.Island]) -> list[tuple[Any, ...]]:
     return sorted((i.symbol, i.start_ms, i.first_id, i.last_id, dataclasses.astuple(i.acc)) for i in islands)
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(batch=mixed_batch())
 def test_the_driver_path_and_the_spark_path_gather_the_same_batch(spark: Any, batch: list[tuple[int, bytes | None]],
                                                                    ) -> None:
