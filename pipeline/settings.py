@@ -22,7 +22,8 @@ SPARK_MASTERS = ("local", "spark://", "yarn", "k8s://")
 SPARK_LOG_LEVELS = ("ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF", "TRACE")
 STACK_BACKENDS = ("processes", "containers")
 # `pipeline process --trigger-seconds`: under load a small batch takes about 0.3 s here, so batches run back to back
-# and a trade waits about one batch; idle, each trigger asks Kafka for new offsets (1 s: 2 % of a core, 0.1 s: 9 %).
+# and a trade waits about one batch; idle, each trigger asks Kafka for new offsets (1 s: 2 % of a core, 0.1 s: 9 %;
+# one 30 s sample of /proc ticks each, on an idle job here).
 DEFAULT_TRIGGER_SECONDS = 0.25
 MIN_BATCH_OFFSETS, MAX_BATCH_OFFSETS = 100, 100_000_000  # PIPELINE_MAX_OFFSETS_PER_TRIGGER's range
 MAX_DRIVER_BATCH = 100_000  # PIPELINE_DRIVER_BATCH_MAX's largest: beyond it the driver's Python is slower than Spark

@@ -179,13 +179,7 @@ def trades(classified: DataFrame, *extra: str) -> DataFrame:
 
 # Per (symbol, partition): from when until when a heartbeat of the batch first covers a time, and at which offset
 # (``pipeline.core.coverage.earliest_cover``): data the trades are looked up in, never an expression per heartbeat.
-COVER_SCHEMA = StructType([
-    StructField("symbol", StringType()),
-    StructField("partition", IntegerType()),
-    StructField("from_ms", LongType()),
-    StructField("until_ms", LongType()),
-    StructField("cover_offset", LongType()),
-])
+COVER_SCHEMA = "symbol string, partition int, from_ms long, until_ms long, cover_offset long"
 
 
 def flag_behind(trade_rows: DataFrame, pieces: DataFrame | None) -> DataFrame:
@@ -199,10 +193,10 @@ def flag_behind(trade_rows: DataFrame, pieces: DataFrame | None) -> DataFrame:
     Spark's stack at 600 heartbeats)."""
     if pieces is None:
         return trade_rows.repartition("symbol", "start_ms").withColumn("after", F.lit(False))
-    piece_type = StructType([StructField("until_ms", LongType()), StructField("cover_offset", LongType())])
     marks = pieces.select("symbol", "partition", F.col("from_ms").alias("event_ms"), F.lit(0).alias("kind"),
                           F.struct("until_ms", "cover_offset").alias("piece"))
-    rows = trade_rows.withColumn("kind", F.lit(1)).withColumn("piece", F.lit(None).cast(piece_type))
+    rows = trade_rows.withColumn("kind", F.lit(1)).withColumn("piece",
+                                                              F.lit(None).cast(marks.schema["piece"].dataType))
     by_time = (Window.partitionBy("symbol", "partition").orderBy("event_ms", "kind")
                .rowsBetween(Window.unboundedPreceding, Window.currentRow))
     piece = F.last("piece", ignorenulls=True).over(by_time)

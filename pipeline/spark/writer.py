@@ -251,10 +251,8 @@ def driver_gather(batch: DataFrame, rows: list[Any]) -> Gathered:
         else:
             accepted.append((message, r))
     homes: dict[tuple[str, int], tuple[list[coverage.Piece], list[int]]] = {}
-    for symbol, partition, _, _, _ in beats:
-        homes.setdefault((symbol, partition), ([], []))
     for symbol, partition, start, end, offset in cover_pieces(beats):
-        pieces, starts = homes[(symbol, partition)]
+        pieces, starts = homes.setdefault((symbol, partition), ([], []))
         pieces.append((start, end, offset))
         starts.append(start)
     normal: list[tuple[Trade, Any]] = []
