@@ -265,7 +265,7 @@ class Resources:
         """A fresh database with the current schema, made by the schema owner (as ``pipeline migrate`` would)."""
         import pymysql
 
-        from pipeline.adapters import mysql_store
+        from pipeline.adapters.mysql import migrations
 
         name = f"pipeline_bench_{part}_{self.run}"
         admin = self.services.admin
@@ -277,7 +277,7 @@ class Resources:
             raise ServiceError(f"bench: could not create database {name} as {admin} (set PIPELINE_MYSQL_ADMIN_URL "
                                f"to the schema owner): {exc.args[-1]}") from exc
         self.databases.append(name)
-        mysql_store.migrate_schema(admin.with_database(name), "PIPELINE_MYSQL_ADMIN_URL")
+        migrations.migrate_schema(admin.with_database(name), "PIPELINE_MYSQL_ADMIN_URL")
         return name
 
     def close(self) -> None:
@@ -682,7 +682,7 @@ class Bench:
         """Live-mode traffic of an outage (``pipeline.outage``: trades and one heartbeat per symbol per minute)
         waiting in the topic, then ``pipeline process --until-idle``: its wall time is the catch-up a user waits."""
         from pipeline import outage
-        from pipeline.adapters import mysql_store
+        from pipeline.adapters.mysql import reads
         from pipeline.core.messages import Heartbeat
 
         traffic = outage.live_outage(symbols, minutes, int(time.time() * 1000))
@@ -703,7 +703,7 @@ class Bench:
             raise child.failed(f"pipeline process --until-idle ({name}) failed")
         wall = (child.ended_s or time.time()) - child.started_s
         windows = {(t.symbol, t.event_time_ms - t.event_time_ms % MINUTE_MS) for t in traffic.trades}
-        rows = mysql_store.read_windows(self.services.reader.with_database(database))
+        rows = reads.read_windows(self.services.reader.with_database(database))
         s, line = tracker.steady(), job_line(child.stdout())
         return {"symbols": symbols, "minutes": minutes, "trades": len(traffic.trades),
                 "heartbeats": traffic.heartbeats, "catch_up_s": round(wall, 1), "steady_s": s["seconds"],
@@ -812,18 +812,19 @@ class Bench:
 
     def seed_ledger(self, database: str, run_id: str, rows: int) -> float:
         """``rows`` ledger rows of run ``run_id``, one a minute over the past ``rows`` minutes, as the job writes
-        them (schema of mysql_store.MIGRATIONS: keyed by the fingerprint of what a batch read)."""
-        from pipeline.adapters import mysql_store
+        them (schema of migrations.MIGRATIONS: keyed by the fingerprint of what a batch read)."""
+        from pipeline.adapters.mysql import connection
+        from pipeline.core import times
 
         started = time.perf_counter()
         now_ms = int(time.time() * 1000)
-        conn = mysql_store.connect(self.services.admin.with_database(database))
+        conn = connection.connect(self.services.admin.with_database(database))
         try:
             with conn.cursor() as cur:
                 for chunk in range(0, rows, 2000):
                     params = []
                     for batch_id in range(chunk, min(rows, chunk + 2000)):
-                        applied = mysql_store.utc(now_ms - (rows - batch_id) * MINUTE_MS)
+                        applied = times.utc(now_ms - (rows - batch_id) * MINUTE_MS)
                         fingerprint = hashlib.sha256(f"{run_id}/{batch_id}".encode()).hexdigest()
                         offsets = f"binance.aggtrades/0:{batch_id * 300}-{batch_id * 300 + 299}"
                         params.append((run_id, "stream", batch_id, fingerprint, offsets, 3, 0, 0, applied, 300))

@@ -287,13 +287,13 @@ def _process(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _migrate(_args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.adapters import mysql_store
+    from pipeline.adapters.mysql import migrations
     from pipeline.services import stack
 
     admin = stack.mysql_admin_url(settings)
     url = admin or stack.mysql_url(settings)
-    before = mysql_store.schema_version(url)
-    version = mysql_store.migrate_schema(url, "PIPELINE_MYSQL_ADMIN_URL" if admin else "PIPELINE_MYSQL_URL")
+    before = migrations.schema_version(url)
+    version = migrations.migrate_schema(url, "PIPELINE_MYSQL_ADMIN_URL" if admin else "PIPELINE_MYSQL_URL")
     change = "already current" if before == version else f"migrated from version {before}"
     print(f"migrate: schema at version {version} ({change}) in {url}")
     return 0
@@ -317,11 +317,11 @@ def _show(settings: Settings, symbol: str | None, minutes: int | None, out_dir: 
     from pathlib import Path
 
     from pipeline import report
-    from pipeline.adapters import mysql_store
+    from pipeline.adapters.mysql import reads
     from pipeline.services import stack
 
     # The read-only account (PIPELINE_MYSQL_READ_URL, else the writer's): a report never needs to write.
-    rows = report.select(mysql_store.read_windows(stack.mysql_read_url(settings), symbol), symbol, minutes,
+    rows = report.select(reads.read_windows(stack.mysql_read_url(settings), symbol), symbol, minutes,
                          since, until)
     print(report.table(rows))
     if not rows:
@@ -456,10 +456,10 @@ def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
         return 0 if all_match(minutes) else 1
     if not args.json:
         print(show(args.symbol, start_ms, end_ms, minutes))
-    from pipeline.adapters import mysql_store
+    from pipeline.adapters.mysql import migrations
 
     writer = stack.mysql_url(settings)
-    mysql_store.ensure_schema(writer, stack.mysql_admin_url(settings))  # pipeline_repairs (schema 4)
+    migrations.ensure_schema(writer, stack.mysql_admin_url(settings))  # pipeline_repairs (schema 4)
     repaired = reconcile.repair(client, writer, minutes)
     after = reconcile.run(client, stack.mysql_read_url(settings), args.symbol, start_ms, end_ms)
     if args.json:  # one document: before, what was repaired, after

@@ -157,7 +157,8 @@ class Demo:
         from kafka.admin import KafkaAdminClient
         from kafka.errors import KafkaError, UnknownTopicOrPartitionError
 
-        from pipeline.adapters import kafka_io, mysql_store
+        from pipeline.adapters import kafka_io
+        from pipeline.adapters.mysql import migrations
 
         demo = self._settings()
         assert demo.mysql_admin_url is not None and demo.kafka_bootstrap is not None
@@ -168,7 +169,7 @@ class Demo:
                 cur.execute(f"CREATE DATABASE `{DATABASE}`")
         except pymysql.err.MySQLError as exc:
             raise ServiceError(f"demo: could not recreate database {DATABASE}: {exc.args[-1]}") from exc
-        mysql_store.migrate_schema(demo.mysql_admin_url, "the local stack's schema owner")
+        migrations.migrate_schema(demo.mysql_admin_url, "the local stack's schema owner")
         admin = KafkaAdminClient(bootstrap_servers=demo.kafka_bootstrap, request_timeout_ms=30_000)
         try:
             if TOPIC in set(admin.list_topics()):
@@ -260,7 +261,7 @@ def _watch_until_final(demo: Demo, watch: Watch, counters: Any, reader: Any, exp
     or nothing moves within the deadlines); returns the last rows read."""
     from rich.live import Live
 
-    from pipeline.adapters import mysql_store
+    from pipeline.adapters.mysql import reads
 
     rows: list[dict[str, Any]] = []
     last_line, job_started = 0.0, time.monotonic()
@@ -271,7 +272,7 @@ def _watch_until_final(demo: Demo, watch: Watch, counters: Any, reader: Any, exp
         while True:
             time.sleep(0.5)
             try:
-                rows = mysql_store.read_windows(reader)
+                rows = reads.read_windows(reader)
             except Exception:  # noqa: BLE001 - the schema exists; a hiccup: read again next time
                 pass
             now = time.monotonic()

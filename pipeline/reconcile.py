@@ -60,13 +60,14 @@ def recorded_range(cassette: Path, symbol: str) -> tuple[int, int]:
 
 
 def read_windows(url: MysqlUrl, symbol: str, start_ms: int, end_ms: int) -> dict[int, dict[str, Any]]:
-    from pipeline.adapters import mysql_store
+    from pipeline.adapters.mysql import connection, state
+    from pipeline.core import times
 
-    with mysql_store.transaction(url) as cur:
-        cur.execute(f"SELECT {', '.join(mysql_store.WINDOW_COLUMNS)} FROM moving_averages WHERE symbol = %s "
+    with connection.transaction(url) as cur:
+        cur.execute(f"SELECT {', '.join(state.WINDOW_COLUMNS)} FROM moving_averages WHERE symbol = %s "
                     "AND start_time >= %s AND start_time < %s ORDER BY start_time",
-                    (symbol, mysql_store.utc(start_ms), mysql_store.utc(end_ms)))
-        rows = [dict(zip(mysql_store.WINDOW_COLUMNS, row, strict=True)) for row in cur.fetchall()]
+                    (symbol, times.utc(start_ms), times.utc(end_ms)))
+        rows = [dict(zip(state.WINDOW_COLUMNS, row, strict=True)) for row in cur.fetchall()]
     return {int(r["start_time"].replace(tzinfo=UTC).timestamp() * 1000): r for r in rows}
 
 
@@ -131,7 +132,7 @@ def minute_trades(client: Any, symbol: str, start_ms: int) -> list[Any]:
 def repair(client: Any, url: MysqlUrl, minutes: Sequence[reconcile.Minute]) -> list[tuple[reconcile.Minute, str]]:
     """Rewrite each minute that did not match from the exchange's own trades, through the reference aggregator,
     one transaction per minute (the rewrite and its record in ``pipeline_repairs``). Returns what was done."""
-    from pipeline.adapters import mysql_store
+    from pipeline.adapters.mysql import connection
     from pipeline.core import windows
     from pipeline.core.trades import id_ranges
 
@@ -145,24 +146,24 @@ def repair(client: Any, url: MysqlUrl, minutes: Sequence[reconcile.Minute]) -> l
             acc = windows.add(acc, trade)
         what = f"repair {minute.symbol} {minute_text(minute.start_ms)}"
         if not trades:  # the exchange has no trade in this minute: neither may the table
-            mysql_store.with_retries(url, functools.partial(_remove, minute, reason), what)
+            connection.with_retries(url, functools.partial(_remove, minute, reason), what)
             done.append((minute, "removed: the exchange has no trade in it"))
             continue
         row = windows.result(minute.symbol, minute.start_ms, acc)
         # Repeatable, so retried like a batch when it meets the running stream's locks (deadlock, lock wait).
-        mysql_store.with_retries(url, functools.partial(_rewrite, row, acc, id_ranges(t.agg_id for t in trades),
+        connection.with_retries(url, functools.partial(_rewrite, row, acc, id_ranges(t.agg_id for t in trades),
                                                         reason), what)
         done.append((minute, f"rewritten from {len(trades)} aggTrades ({row.trade_count} trades)"))
     return done
 
 
 def _remove(minute: reconcile.Minute, reason: str, cur: Any) -> None:
-    from pipeline.adapters import mysql_store
+    from pipeline.adapters.mysql import state
 
-    mysql_store.remove_window(cur, minute.symbol, minute.start_ms, reason)
+    state.remove_window(cur, minute.symbol, minute.start_ms, reason)
 
 
 def _rewrite(row: Any, acc: Any, ranges: Any, reason: str, cur: Any) -> None:
-    from pipeline.adapters import mysql_store
+    from pipeline.adapters.mysql import state
 
-    mysql_store.repair_window(cur, row, acc, ranges, reason)
+    state.repair_window(cur, row, acc, ranges, reason)

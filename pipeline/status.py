@@ -59,12 +59,13 @@ def ledger_offsets(offsets_texts: list[str], topic: str) -> dict[int, int]:
 
 
 def _mysql_figures(settings: Settings) -> dict[str, Any]:
-    from pipeline.adapters import mysql_store
+    from pipeline.adapters.mysql import connection
+    from pipeline.core import times
     from pipeline.services import stack
 
     reader = stack.mysql_read_url(settings)
     figures: dict[str, Any] = {"database": str(reader)}
-    with mysql_store.transaction(reader) as cur:
+    with connection.transaction(reader) as cur:
         cur.execute("SELECT is_final, COUNT(*), COALESCE(SUM(late_trade_count), 0) FROM moving_averages "
                     "GROUP BY is_final")
         counts = {bool(final): (int(n), int(late)) for final, n, late in cur.fetchall()}
@@ -87,7 +88,7 @@ def _mysql_figures(settings: Settings) -> dict[str, Any]:
             figures["last_batch"] = None
         cur.execute("SELECT symbol, MAX(last_ms) FROM pipeline_coverage GROUP BY symbol ORDER BY symbol")
         now_ms = time.time() * 1000
-        figures["coverage"] = [{"symbol": s, "complete_before": mysql_store.utc(int(last)).isoformat() + "Z",
+        figures["coverage"] = [{"symbol": s, "complete_before": times.utc(int(last)).isoformat() + "Z",
                                 "behind_now_s": round((now_ms - int(last)) / 1000, 1)} for s, last in cur.fetchall()]
     return figures
 

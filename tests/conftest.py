@@ -91,7 +91,7 @@ def throwaway_database(services: Settings, migrated: bool) -> Iterator[str]:
     """A fresh database created by the schema owner (with the newest schema if ``migrated``), dropped afterwards."""
     import pymysql
 
-    from pipeline.adapters import mysql_store
+    from pipeline.adapters.mysql import migrations
 
     admin = admin_url(services)
     name = f"pipeline_t{uuid.uuid4().hex[:12]}"
@@ -99,7 +99,7 @@ def throwaway_database(services: Settings, migrated: bool) -> Iterator[str]:
         cur.execute(f"CREATE DATABASE `{name}`")
     try:
         if migrated:
-            mysql_store.migrate_schema(admin.with_database(name), "PIPELINE_MYSQL_ADMIN_URL")
+            migrations.migrate_schema(admin.with_database(name), "PIPELINE_MYSQL_ADMIN_URL")
         yield name
     finally:
         with pymysql.connect(**admin.connect_arguments(database=False), autocommit=True) as conn, \

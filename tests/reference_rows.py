@@ -5,18 +5,18 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from pipeline.adapters import mysql_store
-from pipeline.core import windows
+from pipeline.adapters.mysql import reads
+from pipeline.core import times, windows
 from pipeline.core.trades import Trade
 from pipeline.settings import MysqlUrl
 
 
 def expected_rows(trades: Iterable[Trade]) -> dict[tuple[str, Any], dict[str, Any]]:
-    """The reference aggregator's rows, keyed and shaped like ``mysql_store.read_windows``."""
+    """The reference aggregator's rows, keyed and shaped like ``reads.read_windows``."""
     out = {}
     for row in windows.aggregate(trades).values():
-        out[(row.symbol, mysql_store.utc(row.start_ms))] = {
-            "symbol": row.symbol, "start_time": mysql_store.utc(row.start_ms), "end_time": mysql_store.utc(row.end_ms),
+        out[(row.symbol, times.utc(row.start_ms))] = {
+            "symbol": row.symbol, "start_time": times.utc(row.start_ms), "end_time": times.utc(row.end_ms),
             "average_price": row.average_price, "open_price": row.open_price, "high_price": row.high_price,
             "low_price": row.low_price, "close_price": row.close_price, "volume": row.volume,
             "quote_volume": row.quote_volume, "vwap": row.vwap, "trade_count": row.trade_count,
@@ -26,7 +26,7 @@ def expected_rows(trades: Iterable[Trade]) -> dict[tuple[str, Any], dict[str, An
 
 
 def actual_rows(url: MysqlUrl) -> dict[tuple[str, Any], dict[str, Any]]:
-    return {(r["symbol"], r["start_time"]): r for r in mysql_store.read_windows(url)}
+    return {(r["symbol"], r["start_time"]): r for r in reads.read_windows(url)}
 
 
 def assert_rows_match(url: MysqlUrl, trades: Iterable[Trade], *, all_final: bool = True) -> None:

@@ -21,7 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipeline.adapters import kafka_io, mysql_store
+from pipeline.adapters import kafka_io
+from pipeline.adapters.mysql import ledger, migrations
 from pipeline.errors import ServiceError
 from pipeline.settings import DEFAULT_TRIGGER_SECONDS, MysqlUrl, Settings
 from pipeline.spark import writer
@@ -52,7 +53,7 @@ def run(settings: Settings, bootstrap: str, url: MysqlUrl, checkpoint_dir: Path 
     session (``pipeline.compose.spark_session``), once the schema and topic are known to be there."""
     from pyspark.errors import StreamingQueryException
 
-    mysql_store.ensure_schema(url, settings.mysql_admin_url)
+    migrations.ensure_schema(url, settings.mysql_admin_url)
     kafka_io.ensure_topic(bootstrap, settings.topic, settings.topic_partitions, settings.kafka_client_options())
     summary = JobSummary()
     # The ledger's run id is the query's id, which Spark keeps in the checkpoint itself (any file system, hdfs://
@@ -125,7 +126,7 @@ def run(settings: Settings, bootstrap: str, url: MysqlUrl, checkpoint_dir: Path 
                 query.stop()
         batch_writer.connection.close()
     if batch_writer.ready:
-        summary.checkpoint_totals = mysql_store.run_totals(url, batch_writer.run)
+        summary.checkpoint_totals = ledger.run_totals(url, batch_writer.run)
     return summary
 
 

@@ -14,7 +14,7 @@ different cuts counts nothing twice: trades by agg id (``merging``), late trades
 and content.
 
 MySQL failures that say nothing about the data (deadlock, lock wait timeout, lost or refused connection, a frozen
-server cut by the client's timeouts) are retried with backoff for up to ``mysql_store.RETRY_SECONDS``.
+server cut by the client's timeouts) are retried with backoff for up to ``connection.RETRY_SECONDS``.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from typing import Any
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from pipeline.adapters import mysql_store
-from pipeline.core import coverage, merging, messages, windows
+from pipeline.adapters.mysql import connection, ledger, quarantine, state
+from pipeline.core import coverage, merging, messages, times, windows
 from pipeline.core.merging import Key
 from pipeline.core.trades import Trade, invalid_reason
 from pipeline.core.windows import WINDOW_MS
@@ -47,16 +47,16 @@ QUERY = "stream"  # its ledger rows; not "windows", the stateful query of schema
 class JobSummary:
     batches: int = 0
     input_rows: int = 0
-    counts: mysql_store.BatchCounts = mysql_store.BatchCounts()  # this run's sums of the ledger's figures
+    counts: ledger.BatchCounts = ledger.BatchCounts()  # this run's sums of the ledger's figures
     skipped_batches: int = 0  # re-executed batches the ledger had applied already
     spark_restarts: int = 0  # queries started again after SPARK-55271
     batch_ms: list[int] = dataclasses.field(default_factory=list)
     # where batch time goes, summed over the run (seconds): read (Kafka, JSON parse, cache, fingerprint), side
     # (heartbeats and rejected messages), islands (the shuffle and aggregation), mysql (the transaction)
     phase_s: dict[str, float] = dataclasses.field(default_factory=dict)
-    checkpoint_totals: mysql_store.BatchCounts | None = None  # the ledger's sums over every run of the checkpoint
+    checkpoint_totals: ledger.BatchCounts | None = None  # the ledger's sums over every run of the checkpoint
 
-    def add(self, counts: mysql_store.BatchCounts) -> None:
+    def add(self, counts: ledger.BatchCounts) -> None:
         self.counts = self.counts + counts
 
     def line(self) -> str:
@@ -197,7 +197,7 @@ class Gathered:
     """What one batch holds, however it was computed (``spark_gather`` or ``driver_gather``)."""
 
     read: BatchRead
-    quarantine: list[mysql_store.QuarantinedMessage]
+    quarantine: list[quarantine.QuarantinedMessage]
     beats: list[Beat]
     islands: list[merging.Island]
     behind: list[merging.Island]  # islands of trades behind a heartbeat that covers them (late; normally none)
@@ -281,7 +281,7 @@ def driver_gather(batch: DataFrame, rows: list[Any]) -> Gathered:
                     merging.islands_of(t for t, _ in behind), exact_trades, candidates)
 
 
-def spark_reasons(batch: DataFrame, refused: list[tuple[int, int, str]]) -> list[mysql_store.QuarantinedMessage]:
+def spark_reasons(batch: DataFrame, refused: list[tuple[int, int, str]]) -> list[quarantine.QuarantinedMessage]:
     """The messages the core refused, as the Spark job quarantines them (its reason and raw text)."""
     if not refused:
         return []
@@ -297,8 +297,8 @@ def spark_reasons(batch: DataFrame, refused: list[tuple[int, int, str]]) -> list
             log.error("partition %d offset %d: refused by the core (%s), accepted by Spark's rules; quarantined",
                       partition, offset, why)
             reason = f"refused by the core's rules only: {why}"[:1000]
-        out.append(mysql_store.QuarantinedMessage(r["topic"], partition, offset,
-                                                  mysql_store.utc_or_none(r["kafka_timestamp_ms"]), r["raw_value"],
+        out.append(quarantine.QuarantinedMessage(r["topic"], partition, offset,
+                                                  times.utc_or_none(r["kafka_timestamp_ms"]), r["raw_value"],
                                                   reason))
     return out
 
@@ -310,8 +310,8 @@ def spark_gather(batch: DataFrame, parsed: DataFrame, read: BatchRead) -> Gather
     side = parsed.where(F.col("reason").isNotNull() | (m["type"] == "heartbeat")).select(
         "topic", "partition", "offset", "kafka_timestamp_ms", "raw_value", "reason",
         m["s"].alias("symbol"), m["from"].alias("covered_from_ms"), m["T"].alias("complete_before_ms")).collect()
-    quarantine = [mysql_store.QuarantinedMessage(r["topic"], r["partition"], r["offset"],
-                                                 mysql_store.utc_or_none(r["kafka_timestamp_ms"]), r["raw_value"],
+    quarantine = [quarantine.QuarantinedMessage(r["topic"], r["partition"], r["offset"],
+                                                 times.utc_or_none(r["kafka_timestamp_ms"]), r["raw_value"],
                                                  r["reason"])
                   for r in side if r["reason"]]
     beats = [(r["symbol"], int(r["partition"]), int(r["offset"]), int(r["covered_from_ms"]),
@@ -351,12 +351,12 @@ def spark_gather(batch: DataFrame, parsed: DataFrame, read: BatchRead) -> Gather
 
 
 def late_kept(candidates: list[Candidate], stored: dict[Key, merging.Stored], outcomes: dict[Key, merging.Outcome],
-              ) -> tuple[list[tuple[Key, mysql_store.QuarantinedMessage]], int]:
+              ) -> tuple[list[tuple[Key, quarantine.QuarantinedMessage]], int]:
     """The late trades themselves, to be kept where an operator (or a backfill) can find them: those of windows
     that were closed before the batch, and those behind a heartbeat that covers them in this batch. A redelivery
     of a counted trade is a duplicate, not late (those behind a heartbeat are counted here, the others by
     ``merging``)."""
-    kept: list[tuple[Key, mysql_store.QuarantinedMessage]] = []
+    kept: list[tuple[Key, quarantine.QuarantinedMessage]] = []
     duplicates, seen = 0, set[tuple[str, int]]()
     for c in sorted(candidates, key=lambda c: (c.partition, c.offset)):
         counted = (outcomes[c.key].id_ranges if c.key in outcomes else
@@ -365,9 +365,9 @@ def late_kept(candidates: list[Candidate], stored: dict[Key, merging.Stored], ou
             duplicates += 1 if c.after else 0  # the others were counted by merging
             continue
         seen.add((c.key[0], c.agg_id))
-        kept.append((c.key, mysql_store.QuarantinedMessage(
-            c.topic, c.partition, c.offset, mysql_store.utc_or_none(c.kafka_timestamp_ms), c.raw_value,
-            f"late: window {c.key[0]} {mysql_store.utc(c.key[1]):%Y-%m-%d %H:%M} was already declared complete")))
+        kept.append((c.key, quarantine.QuarantinedMessage(
+            c.topic, c.partition, c.offset, times.utc_or_none(c.kafka_timestamp_ms), c.raw_value,
+            f"late: window {c.key[0]} {times.utc(c.key[1]):%Y-%m-%d %H:%M} was already declared complete")))
     return kept, duplicates
 
 
@@ -378,7 +378,7 @@ class BatchWriter:
     def __init__(self, url: MysqlUrl, summary: JobSummary, run: str | None = None,
                  driver_batch_max: int = 0) -> None:
         self.url, self.summary, self.driver_batch_max = url, summary, driver_batch_max
-        self.connection = mysql_store.Connection(url)  # kept open between batches; the job closes it
+        self.connection = connection.Connection(url)  # kept open between batches; the job closes it
         self._run, self._run_known = run, threading.Event()
         self.failed: str | None = None  # the batch that raised, as "batch N (K messages at offsets ...)"
         self._reading: str | None = None
@@ -412,7 +412,7 @@ class BatchWriter:
             else:
                 parsed = cached_columns(transforms.classify(transforms.parse(batch))).persist()
                 gathered = self._spark(batch, parsed, started)
-            counts = self._apply(gathered, batch_id) if gathered.read.messages else mysql_store.BatchCounts()
+            counts = self._apply(gathered, batch_id) if gathered.read.messages else ledger.BatchCounts()
             inputs = gathered.read.messages
         except BaseException as exc:
             self.failed = f"batch {batch_id}" + (f" ({self._reading})" if self._reading else "")
@@ -456,47 +456,47 @@ class BatchWriter:
         self._phase("islands", began)
         return gathered
 
-    def _apply(self, g: Gathered, batch_id: int) -> mysql_store.BatchCounts | None:
+    def _apply(self, g: Gathered, batch_id: int) -> ledger.BatchCounts | None:
         began, run, read, islands, beats = time.monotonic(), self.run, g.read, g.islands, g.beats
         new_coverage: dict[str, list[coverage.Range]] = {}
         for symbol, _, _, start, end in beats:
             if end > start:
                 new_coverage.setdefault(symbol, []).append((start, end - 1))
 
-        def transact(cur: Any) -> mysql_store.BatchCounts | None:
-            if not mysql_store.claim_batch(cur, run, QUERY, batch_id, read.fingerprint, read.offsets):
+        def transact(cur: Any) -> ledger.BatchCounts | None:
+            if not ledger.claim_batch(cur, run, QUERY, batch_id, read.fingerprint, read.offsets):
                 return None
-            stored = mysql_store.load_windows(cur, {(i.symbol, i.start_ms) for i in islands})
+            stored = state.load_windows(cur, {(i.symbol, i.start_ms) for i in islands})
             symbols = {i.symbol for i in islands} | {b[0] for b in beats}
-            before = mysql_store.load_coverage(cur, symbols)
+            before = state.load_coverage(cur, symbols)
             outcomes = merging.settle(stored, before, islands, g.exact_trades)
             duplicates = sum(o.duplicates for o in outcomes.values())
-            kept: list[tuple[Key, mysql_store.QuarantinedMessage]] = []
+            kept: list[tuple[Key, quarantine.QuarantinedMessage]] = []
             closed = {k for k, o in outcomes.items() if o.late}
             if closed or g.behind:  # rare: fetch the late trades themselves
                 kept, more_duplicates = late_kept(g.candidates(closed), stored, outcomes)
                 duplicates += more_duplicates
-            new = mysql_store.add_quarantine(cur, [*g.quarantine, *(msg for _, msg in kept)])
+            new = quarantine.add_quarantine(cur, [*g.quarantine, *(msg for _, msg in kept)])
             # A late trade counts once: a batch applied again under another cut finds it kept already.
             late = Counter(key for key, msg in kept if msg.identity in new)
             duplicates += sum(1 for _, msg in kept if msg.identity not in new)
-            written = mysql_store.write_windows(cur, [
+            written = state.write_windows(cur, [
                 (windows.result(k[0], k[1], o.acc), o.acc, o.id_ranges) for k, o in outcomes.items() if o.merged])
-            mysql_store.add_late(cur, [(k[0], k[1], n) for k, n in late.items()
+            state.add_late(cur, [(k[0], k[1], n) for k, n in late.items()
                                        if k in stored or (k in outcomes and outcomes[k].merged)])
             finalized = 0
             for symbol in sorted(symbols):
                 old = before.get(symbol, [])
                 ranges = coverage.union([*old, *new_coverage.get(symbol, [])])
                 if ranges != old:  # only what this batch's heartbeats added: bounded by the batch, not the history
-                    mysql_store.save_coverage(cur, symbol, ranges, old)
-                    finalized += mysql_store.finalize_new(cur, symbol, coverage.newly_final(ranges, old, WINDOW_MS))
-            counts = mysql_store.BatchCounts(
+                    state.save_coverage(cur, symbol, ranges, old)
+                    finalized += state.finalize_new(cur, symbol, coverage.newly_final(ranges, old, WINDOW_MS))
+            counts = ledger.BatchCounts(
                 trades_merged=sum(o.merged for o in outcomes.values()), duplicates=duplicates,
                 late_trades=sum(late.values()), quarantined=len(new), rows_written=written, rows_finalized=finalized)
-            mysql_store.record_batch(cur, QUERY, read.fingerprint, counts)
+            ledger.record_batch(cur, QUERY, read.fingerprint, counts)
             return counts
 
-        counts = mysql_store.with_retries(self.url, transact, f"batch {batch_id}", connection=self.connection)
+        counts = connection.with_retries(self.url, transact, f"batch {batch_id}", connection=self.connection)
         self._phase("mysql", began)
         return counts

@@ -18,7 +18,7 @@ from typing import Any
 import pymysql
 import pytest
 
-from pipeline.adapters import mysql_store
+from pipeline.adapters.mysql import migrations
 from pipeline.services import kafka_process, mysql_process
 from pipeline.settings import MysqlUrl, Settings
 from tests.faults.daemons import Daemon
@@ -91,7 +91,7 @@ def fault_settings(fault_stack: FaultStack, tmp_path: Path) -> Iterator[Settings
     admin = fault_stack.admin
     with pymysql.connect(**admin.connect_arguments(database=False), autocommit=True) as conn, conn.cursor() as cur:
         cur.execute(f"CREATE DATABASE `{name}`")
-    mysql_store.migrate_schema(admin.with_database(name), "PIPELINE_MYSQL_ADMIN_URL")
+    migrations.migrate_schema(admin.with_database(name), "PIPELINE_MYSQL_ADMIN_URL")
     base = Settings.from_mapping({"PIPELINE_CACHE_DIR": str(Settings.from_mapping(os.environ).cache_dir),
                                   "PIPELINE_STATE_DIR": str(tmp_path / "state")})
     settings = dataclasses.replace(base, kafka_bootstrap=fault_stack.bootstrap,

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from pipeline.adapters import mysql_store
+from pipeline.adapters.mysql import connection, reads
 from pipeline.core.trades import Trade
 from pipeline.settings import MysqlUrl
 from tests.kafka_helpers import trades_in
@@ -98,7 +98,7 @@ def wait_until(condition: Callable[[], bool], timeout_s: float, what: str, check
 def ledger(url: MysqlUrl) -> dict[str, int]:
     """The ledger's sums over every batch applied (0s before the job created its tables)."""
     try:
-        with mysql_store.transaction(url) as cur:
+        with connection.transaction(url) as cur:
             cur.execute("SELECT COUNT(*), COALESCE(SUM(trades_merged > 0), 0), COALESCE(SUM(trades_merged), 0), "
                         "COALESCE(SUM(duplicates), 0), COALESCE(SUM(late_trades), 0), COALESCE(SUM(quarantined), 0) "
                         "FROM pipeline_batches")
@@ -118,7 +118,7 @@ def all_final(url: MysqlUrl, trades: list[Trade]) -> Callable[[], bool]:
 
     def check() -> bool:
         try:
-            got = {(r["symbol"], r["start_time"]): r["is_final"] for r in mysql_store.read_windows(url)}
+            got = {(r["symbol"], r["start_time"]): r["is_final"] for r in reads.read_windows(url)}
         except Exception:  # noqa: BLE001 - MySQL may be down on purpose
             return False
         return wanted <= set(got) and all(got[k] for k in wanted)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipeline.adapters import mysql_store
+from pipeline.adapters.mysql import connection
 from pipeline.settings import Settings
 from tests.cli_helpers import env_for
 from tests.faults.conftest import FaultStack
@@ -26,7 +26,7 @@ from tests.integration.test_ingestion import CASSETTE, cassette_trades
 SPEED = "20x"  # the 21 recorded minutes in about 60 s
 MYSQL_DOWN_S = 15.0
 KAFKA_DOWN_S = 10.0
-FREEZE_S = mysql_store.IO_TIMEOUT_SECONDS + 10  # longer than the client's read/write timeouts
+FREEZE_S = connection.IO_TIMEOUT_SECONDS + 10  # longer than the client's read/write timeouts
 
 
 def _run(name: str, settings: Settings, stack: FaultStack, tmp_path: Path, summary: list[dict[str, Any]],
@@ -97,6 +97,6 @@ def test_mysql_frozen_longer_than_the_client_timeouts(fault_settings: Settings, 
             _hold(FREEZE_S, run, "process")
         finally:
             fault_stack.mysql.thaw()
-        return f"mysqld SIGSTOPped {FREEZE_S:.0f} s (client timeouts {mysql_store.IO_TIMEOUT_SECONDS} s), SIGCONT"
+        return f"mysqld SIGSTOPped {FREEZE_S:.0f} s (client timeouts {connection.IO_TIMEOUT_SECONDS} s), SIGCONT"
 
     _run("MySQL frozen (SIGSTOP)", fault_settings, fault_stack, tmp_path, fault_summary, inject)

@@ -16,7 +16,7 @@ from typing import Any
 
 import pymysql
 
-from pipeline.adapters import mysql_store
+from pipeline.adapters.mysql import migrations
 from pipeline.settings import MysqlUrl, Settings
 from tests.archive_builder import synthetic_trades, write_archive
 from tests.cli_helpers import env_for
@@ -27,8 +27,8 @@ from tests.faults.scenario import Processes, tail, verdict, wait_until
 def _upgrade_step() -> tuple[int, str]:
     """The newest version whose migration has several statements, the last one altering an existing table: the
     schema version to start from, and that table."""
-    for index in range(len(mysql_store.MIGRATIONS) - 1, 0, -1):
-        statements = mysql_store.MIGRATIONS[index]
+    for index in range(len(migrations.MIGRATIONS) - 1, 0, -1):
+        statements = migrations.MIGRATIONS[index]
         found = re.match(r"\s*ALTER TABLE\s+`?(\w+)`?", statements[-1])
         if len(statements) > 1 and found:
             return index, found.group(1)
@@ -41,7 +41,7 @@ def _previous_release(admin: MysqlUrl, version: int) -> None:
         for name in ("moving_averages", "quarantine", "pipeline_batches", "pipeline_coverage", "pipeline_schema"):
             cur.execute(f"DROP TABLE IF EXISTS `{name}`")
         cur.execute("CREATE TABLE pipeline_schema (version INT NOT NULL)")
-        for statements in mysql_store.MIGRATIONS[:version]:
+        for statements in migrations.MIGRATIONS[:version]:
             for statement in statements:
                 cur.execute(statement)
         cur.execute("INSERT INTO pipeline_schema (version) VALUES (%s)", (version,))
@@ -79,7 +79,7 @@ def test_processor_killed_mid_migration_converges(fault_settings: Settings, tmp_
         proc.wait(timeout=30)
         wait_gone(jvm, 60)
         holder.rollback()
-        left = mysql_store.schema_version(url)
+        left = migrations.schema_version(url)
         run.start("again", ["process", "--until-idle"], env)
         code = run.wait("again", 400)
         assert code == 0, (f"killed mid-migration at schema version {left} (migrating to {version + 1}), the "
@@ -87,7 +87,7 @@ def test_processor_killed_mid_migration_converges(fault_settings: Settings, tmp_
     finally:
         holder.close()
         run.kill_all()
-    assert mysql_store.schema_version(url) == len(mysql_store.MIGRATIONS)
+    assert migrations.schema_version(url) == len(migrations.MIGRATIONS)
     verdict("processor SIGKILL mid-migration", url, trades, faults=1, started=started,
             detail=f"upgrade from schema {version}, killed while ALTER TABLE {table} waited; restarted",
             summary=fault_summary, bootstrap=fault_settings.kafka_bootstrap, topic=fault_settings.topic)

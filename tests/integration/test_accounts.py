@@ -10,7 +10,7 @@ from pathlib import Path
 import pymysql
 import pytest
 
-from pipeline.adapters import mysql_store
+from pipeline.adapters.mysql import connection, migrations, reads
 from pipeline.core.trades import invalid_reason
 from pipeline.errors import ConfigError
 from pipeline.settings import MysqlUrl, Settings
@@ -18,7 +18,7 @@ from tests import cli_helpers
 from tests.integration.test_reconcile import MINUTES, SYMBOL, _iso, _write_final, exchange  # noqa: F401 - fixture
 from tests.sim_binance import SimBinance
 
-DENIED = mysql_store.ACCESS_DENIED | {1045}  # 1045: a GRANT beyond one's rights is refused as "access denied"
+DENIED = migrations.ACCESS_DENIED | {1045}  # 1045: a GRANT beyond one's rights is refused as "access denied"
 
 
 def _refused(url: MysqlUrl, *statements: str) -> None:
@@ -69,7 +69,7 @@ def test_the_reader_can_only_read(services: Settings, mysql_read_url: MysqlUrl) 
              "DELETE FROM quarantine",
              "CREATE TABLE sneaky (k INT)",
              "DROP TABLE moving_averages")
-    assert mysql_store.read_windows(mysql_read_url) == []  # what `pipeline report` does
+    assert reads.read_windows(mysql_read_url) == []  # what `pipeline report` does
 
 
 def test_a_writer_only_process_on_an_unmigrated_database_is_one_clear_line(
@@ -78,10 +78,10 @@ def test_a_writer_only_process_on_an_unmigrated_database_is_one_clear_line(
         pytest.skip("external services with a single account")
     assert services.mysql_url is not None
     writer = services.mysql_url.with_database(unmigrated_database)
-    expected = (f"schema is at version 0, the job needs {len(mysql_store.MIGRATIONS)}: run `pipeline migrate` "
+    expected = (f"schema is at version 0, the job needs {len(migrations.MIGRATIONS)}: run `pipeline migrate` "
                 "with PIPELINE_MYSQL_ADMIN_URL set")
     with pytest.raises(ConfigError) as info:
-        mysql_store.ensure_schema(writer)
+        migrations.ensure_schema(writer)
     assert str(info.value) == expected
     assert _tables(writer) == set()  # refused before anything was created
 
@@ -100,14 +100,14 @@ def test_migrate_with_the_admin_account_then_the_writer_runs(services: Settings,
     env = cli_helpers.env_for(settings_for, PIPELINE_MYSQL_URL=writer.render(),
                               PIPELINE_MYSQL_ADMIN_URL=admin.render())
     first = cli_helpers.run(["migrate"], env, timeout=120)
-    newest = len(mysql_store.MIGRATIONS)
+    newest = len(migrations.MIGRATIONS)
     assert first.returncode == 0, first.stderr
     assert f"schema at version {newest} (migrated from version 0)" in first.stdout
     assert admin.password not in first.stdout + first.stderr
     again = cli_helpers.run(["migrate"], env, timeout=120)
     assert again.returncode == 0 and "(already current)" in again.stdout
     # What `pipeline process` does on start, as the writer alone: the schema is current, nothing to do.
-    assert mysql_store.ensure_schema(writer) == newest
+    assert migrations.ensure_schema(writer) == newest
     assert {"moving_averages", "pipeline_coverage", "quarantine", "pipeline_batches"} <= _tables(writer)
 
 
@@ -115,14 +115,14 @@ def test_process_migrates_with_the_admin_account_when_given(services: Settings, 
     assert services.mysql_url is not None
     admin = (services.mysql_admin_url or services.mysql_url).with_database(unmigrated_database)
     writer = services.mysql_url.with_database(unmigrated_database)
-    assert mysql_store.ensure_schema(writer, admin) == len(mysql_store.MIGRATIONS)
-    assert mysql_store.schema_version(writer) == len(mysql_store.MIGRATIONS)
+    assert migrations.ensure_schema(writer, admin) == len(migrations.MIGRATIONS)
+    assert migrations.schema_version(writer) == len(migrations.MIGRATIONS)
 
 
 def test_one_account_with_every_right_still_migrates_on_start(services: Settings, unmigrated_database: str) -> None:
     assert services.mysql_url is not None
     everything = (services.mysql_admin_url or services.mysql_url).with_database(unmigrated_database)
-    assert mysql_store.ensure_schema(everything) == len(mysql_store.MIGRATIONS)  # as before the split
+    assert migrations.ensure_schema(everything) == len(migrations.MIGRATIONS)  # as before the split
 
 
 def test_migrate_without_an_admin_account_says_what_to_do(services: Settings, settings_for: Settings,
@@ -142,14 +142,14 @@ def test_a_migration_is_not_cut_by_the_io_timeout(monkeypatch: pytest.MonkeyPatc
     """An ALTER of a big table can outlast IO_TIMEOUT_SECONDS; a SLEEP longer than the timeout stands in for it."""
     assert services.mysql_url is not None
     admin = (services.mysql_admin_url or services.mysql_url).with_database(unmigrated_database)
-    monkeypatch.setattr(mysql_store, "IO_TIMEOUT_SECONDS", 1)
-    conn = mysql_store.connect(admin)  # an ordinary connection is cut ...
+    monkeypatch.setattr(connection, "IO_TIMEOUT_SECONDS", 1)
+    conn = connection.connect(admin)  # an ordinary connection is cut ...
     with pytest.raises(pymysql.err.OperationalError), conn.cursor() as cur:
         cur.execute("SELECT SLEEP(2)")
     conn.close()
-    monkeypatch.setattr(mysql_store, "MIGRATIONS", (*mysql_store.MIGRATIONS, ("SELECT SLEEP(2)",)))
-    assert mysql_store.migrate_schema(admin) == len(mysql_store.MIGRATIONS)  # ... a migration's is not
-    assert mysql_store.schema_version(admin) == len(mysql_store.MIGRATIONS)
+    monkeypatch.setattr(migrations, "MIGRATIONS", (*migrations.MIGRATIONS, ("SELECT SLEEP(2)",)))
+    assert migrations.migrate_schema(admin) == len(migrations.MIGRATIONS)  # ... a migration's is not
+    assert migrations.schema_version(admin) == len(migrations.MIGRATIONS)
 
 
 def test_report_status_and_reconcile_log_in_only_as_the_reader(

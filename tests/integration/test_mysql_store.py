@@ -9,7 +9,7 @@ from datetime import datetime
 import pymysql
 import pytest
 
-from pipeline.adapters import mysql_store
+from pipeline.adapters.mysql import connection, ledger, migrations, quarantine
 from pipeline.settings import MysqlUrl
 
 
@@ -20,56 +20,56 @@ def url(mysql_url: MysqlUrl) -> MysqlUrl:
 
 
 def test_the_ledger_knows_a_batch_by_what_it_read_not_by_its_batch_id(url: MysqlUrl) -> None:
-    with mysql_store.transaction(url) as cur:
-        assert mysql_store.claim_batch(cur, "run-a", "stream", 0, "f" * 64, "t/0:0-9")
-        mysql_store.record_batch(cur, "stream", "f" * 64, mysql_store.BatchCounts(trades_merged=10))
-    with mysql_store.transaction(url) as cur:
+    with connection.transaction(url) as cur:
+        assert ledger.claim_batch(cur, "run-a", "stream", 0, "f" * 64, "t/0:0-9")
+        ledger.record_batch(cur, "stream", "f" * 64, ledger.BatchCounts(trades_merged=10))
+    with connection.transaction(url) as cur:
         # The same content again (a re-execution, under any run or batch id): applied before.
-        assert not mysql_store.claim_batch(cur, "run-b", "stream", 7, "f" * 64, "t/0:0-9")
+        assert not ledger.claim_batch(cur, "run-b", "stream", 7, "f" * 64, "t/0:0-9")
         # Batch id 0 of the same run reading other offsets (a deleted or restored checkpoint): a new batch.
-        assert mysql_store.claim_batch(cur, "run-a", "stream", 0, "e" * 64, "t/0:0-19")
-    assert mysql_store.run_totals(url, "run-a") == mysql_store.BatchCounts(trades_merged=10)
+        assert ledger.claim_batch(cur, "run-a", "stream", 0, "e" * 64, "t/0:0-19")
+    assert ledger.run_totals(url, "run-a") == ledger.BatchCounts(trades_merged=10)
 
 
-def _message(offset: int, raw: str | None, reason: str = "not JSON") -> mysql_store.QuarantinedMessage:
-    return mysql_store.QuarantinedMessage("t", 0, offset, datetime(2026, 1, 1, 12), raw, reason)
+def _message(offset: int, raw: str | None, reason: str = "not JSON") -> quarantine.QuarantinedMessage:
+    return quarantine.QuarantinedMessage("t", 0, offset, datetime(2026, 1, 1, 12), raw, reason)
 
 
 def test_quarantine_keeps_each_message_once_by_position_and_content(url: MysqlUrl) -> None:
     first = [_message(0, "x"), _message(1, "y")]
-    with mysql_store.transaction(url) as cur:
-        assert mysql_store.add_quarantine(cur, first) == {m.identity for m in first}
-    with mysql_store.transaction(url) as cur:
+    with connection.transaction(url) as cur:
+        assert quarantine.add_quarantine(cur, first) == {m.identity for m in first}
+    with connection.transaction(url) as cur:
         # The same messages again (a re-executed batch): nothing new. A recreated topic's new message at a
         # position already used: new, not silently dropped as INSERT IGNORE did.
         recreated = _message(1, "z")
-        assert mysql_store.add_quarantine(cur, [*first, recreated]) == {recreated.identity}
+        assert quarantine.add_quarantine(cur, [*first, recreated]) == {recreated.identity}
         cur.execute("SELECT kafka_offset, raw_value FROM quarantine ORDER BY id")
         assert cur.fetchall() == ((0, "x"), (1, "y"), (1, "z"))
 
 
 def test_quarantine_cuts_what_its_columns_cannot_hold_and_says_so(url: MysqlUrl) -> None:
-    huge = "é" * (mysql_store.RAW_VALUE_CHARS + 10)  # 2 bytes each in utf8mb4: past MEDIUMTEXT's 16 MiB
+    huge = "é" * (quarantine.RAW_VALUE_CHARS + 10)  # 2 bytes each in utf8mb4: past MEDIUMTEXT's 16 MiB
     reason = "late: " + "w" * 400
-    with mysql_store.transaction(url) as cur:
+    with connection.transaction(url) as cur:
         cur.execute("SET SESSION sql_mode = 'STRICT_ALL_TABLES'")  # a truncation would be an error, not a warning
-        added = mysql_store.add_quarantine(cur, [_message(0, huge, reason), _message(1, "\U0001F600 \x00 \ufffd")])
+        added = quarantine.add_quarantine(cur, [_message(0, huge, reason), _message(1, "\U0001F600 \x00 \ufffd")])
         assert len(added) == 2
-        tail = f"... [cut: {mysql_store.RAW_VALUE_CHARS + 10} characters in the message]"
+        tail = f"... [cut: {quarantine.RAW_VALUE_CHARS + 10} characters in the message]"
         cur.execute(f"SELECT CHAR_LENGTH(raw_value), RIGHT(raw_value, {len(tail)}), reason FROM quarantine "
                     "ORDER BY kafka_offset")
         (length, kept_tail, kept_reason), _ = cur.fetchall()
     assert kept_tail == tail
-    assert length == mysql_store.RAW_VALUE_CHARS + len(tail)
+    assert length == quarantine.RAW_VALUE_CHARS + len(tail)
     assert len(kept_reason) == 255 and kept_reason.endswith("...")
-    with mysql_store.transaction(url) as cur:
+    with connection.transaction(url) as cur:
         cur.execute("SELECT raw_value FROM quarantine WHERE kafka_offset = 1")
         assert cur.fetchone()[0] == "\U0001F600 \x00 \ufffd"
 
 
 def test_a_deadlock_is_retried_and_both_transactions_land(url: MysqlUrl) -> None:
     """Two writers lock two rows in opposite orders: MySQL kills one (1213); ``with_retries`` runs it again."""
-    with mysql_store.transaction(url) as cur:
+    with connection.transaction(url) as cur:
         cur.executemany("INSERT INTO pipeline_coverage (symbol, first_ms, last_ms) VALUES (%s, 0, 0)",
                         [("AAA",), ("BBB",)])
     both_locked = threading.Barrier(2, timeout=30)
@@ -85,7 +85,7 @@ def test_a_deadlock_is_retried_and_both_transactions_land(url: MysqlUrl) -> None
             cur.execute("UPDATE pipeline_coverage SET last_ms = last_ms + 1 WHERE symbol = %s", (second,))  # type: ignore[attr-defined]
 
         try:
-            mysql_store.with_retries(url, work, f"writer {first}", sleep=lambda s: time.sleep(0.1))
+            connection.with_retries(url, work, f"writer {first}", sleep=lambda s: time.sleep(0.1))
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
@@ -96,7 +96,7 @@ def test_a_deadlock_is_retried_and_both_transactions_land(url: MysqlUrl) -> None
         t.join(timeout=120)
     assert not errors, errors
     assert sorted(attempts.values()) == [1, 2]  # exactly one was chosen as the deadlock victim and ran again
-    with mysql_store.transaction(url) as cur:
+    with connection.transaction(url) as cur:
         cur.execute("SELECT symbol, last_ms FROM pipeline_coverage ORDER BY symbol")
         assert cur.fetchall() == (("AAA", 2), ("BBB", 2))  # each transaction counted once
 
@@ -109,12 +109,12 @@ def test_a_lost_connection_is_retried_and_a_bad_statement_is_not(url: MysqlUrl) 
         cur.execute("SELECT CONNECTION_ID()")  # type: ignore[attr-defined]
         if len(calls) == 1:
             own = cur.fetchone()[0]  # type: ignore[attr-defined]
-            with mysql_store.transaction(url) as other:
+            with connection.transaction(url) as other:
                 other.execute(f"KILL {int(own)}")
             cur.execute("SELECT 1")  # type: ignore[attr-defined]  # 2013/2006: the server dropped us
         return len(calls)
 
-    assert mysql_store.with_retries(url, killed_once, "killed", sleep=lambda s: None) == 2
+    assert connection.with_retries(url, killed_once, "killed", sleep=lambda s: None) == 2
 
     def bad(cur: object) -> None:
         calls.append(1)
@@ -122,7 +122,7 @@ def test_a_lost_connection_is_retried_and_a_bad_statement_is_not(url: MysqlUrl) 
 
     calls.clear()
     with pytest.raises(pymysql.err.ProgrammingError):
-        mysql_store.with_retries(url, bad, "bad", sleep=lambda s: None)
+        connection.with_retries(url, bad, "bad", sleep=lambda s: None)
     assert len(calls) == 1
 
 
@@ -130,15 +130,15 @@ def test_retries_stop_at_the_deadline_with_the_cause(url: MysqlUrl) -> None:
     gone = MysqlUrl("pipeline", "x", "127.0.0.1", 1, "nothing")  # port 1: refused
     slept: list[float] = []
     with pytest.raises(Exception) as raised:
-        mysql_store.with_retries(gone, lambda cur: None, "unreachable", deadline_s=20, sleep=slept.append)
-    assert mysql_store.retryable(raised.value) and "unreachable" in str(raised.value)
+        connection.with_retries(gone, lambda cur: None, "unreachable", deadline_s=20, sleep=slept.append)
+    assert connection.retryable(raised.value) and "unreachable" in str(raised.value)
     assert slept == [1.0, 2.0, 4.0, 8.0, 16.0]  # no time passes in these sleeps: the next one, 30 s, ends past it
 
 
 def test_a_migration_interrupted_after_its_statements_finishes_at_the_next_start(mysql_admin_url: MysqlUrl) -> None:
     """DDL commits itself statement by statement; the version is written after the last one. Killed in between,
     the next start runs the applied statements again: each is found applied (it was atomic), not a wedge."""
-    with mysql_store.transaction(mysql_admin_url) as cur:
+    with connection.transaction(mysql_admin_url) as cur:
         cur.execute("UPDATE pipeline_schema SET version = 1")  # versions 2 and 3 applied, not recorded
-    assert mysql_store.migrate_schema(mysql_admin_url) == len(mysql_store.MIGRATIONS)
-    assert mysql_store.schema_version(mysql_admin_url) == len(mysql_store.MIGRATIONS)
+    assert migrations.migrate_schema(mysql_admin_url) == len(migrations.MIGRATIONS)
+    assert migrations.schema_version(mysql_admin_url) == len(migrations.MIGRATIONS)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.adapters import mysql_store
+from pipeline.adapters.mysql import connection
 from pipeline.errors import ServiceError
 from pipeline.services import mysql_process, procs
 from pipeline.settings import MysqlUrl, Settings
@@ -34,7 +34,7 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory, tls: TlsFiles) -> Itera
 
 
 def _cipher(url: MysqlUrl) -> str:
-    conn = mysql_store.connect(url)
+    conn = connection.connect(url)
     try:
         with conn.cursor() as cur:
             cur.execute("SHOW STATUS LIKE 'Ssl_cipher'")

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pipeline.adapters import mysql_store
+from pipeline.adapters.mysql import connection, state
 from pipeline.core import windows
 from pipeline.core.trades import Trade, id_ranges, invalid_reason
 from pipeline.settings import MysqlUrl, Settings
@@ -41,12 +41,12 @@ def _write_final(url: MysqlUrl, trades: list[Trade]) -> None:
     by_minute: dict[int, list[Trade]] = {}
     for t in trades:
         by_minute.setdefault(windows.window_start_ms(t.event_time_ms), []).append(t)
-    with mysql_store.transaction(url) as cur:
+    with connection.transaction(url) as cur:
         for start, mine in by_minute.items():
             acc = windows.initialize()
             for t in mine:
                 acc = windows.add(acc, t)
-            mysql_store.write_windows(cur, [(windows.result(SYMBOL, start, acc), acc,
+            state.write_windows(cur, [(windows.result(SYMBOL, start, acc), acc,
                                              id_ranges(t.agg_id for t in mine))])
         cur.execute("UPDATE moving_averages SET is_final = 1")
 
@@ -78,7 +78,7 @@ def test_reconcile_matches_then_finds_a_lost_trade_and_a_missing_minute_and_repa
     # One window loses its last trade (as if a message had been dropped), another disappears.
     lossy, gone = start_ms + 3 * 60_000, start_ms + 7 * 60_000
     lost = max((t for t in trades if windows.window_start_ms(t.event_time_ms) == lossy), key=lambda t: t.agg_id)
-    with mysql_store.transaction(url) as cur:
+    with connection.transaction(url) as cur:
         cur.execute("DELETE FROM moving_averages")
     _write_final(url, [t for t in trades if t is not lost and windows.window_start_ms(t.event_time_ms) != gone])
     found = run([*command, "--json"], env, timeout=120)
@@ -98,7 +98,7 @@ def test_reconcile_matches_then_finds_a_lost_trade_and_a_missing_minute_and_repa
     assert repaired.returncode == 0, repaired.stdout + repaired.stderr
     assert repaired.stdout.count("repaired ") == 2 and "OK: every final minute matches" in repaired.stdout
     assert_rows_match(url, trades)  # exact again, every column, final
-    with mysql_store.transaction(url) as cur:
+    with connection.transaction(url) as cur:
         cur.execute("SELECT start_time, reason, row_before IS NULL FROM pipeline_repairs ORDER BY start_time")
         repairs = cur.fetchall()
     assert [(r[1].split(":")[0], bool(r[2])) for r in repairs] == [("mismatch", False), ("missing_in_table", True)]

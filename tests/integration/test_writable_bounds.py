@@ -4,7 +4,7 @@ Hypothesis builds Kafka values at the edges of ``pipeline.core.trades``'s rules 
 quantities from 10^-8 to 10^10 - 10^-8 spelled in odd but valid ways, notional just under MAX_NOTIONAL, times at
 MIN_TIME_MS and MAX_TIME_MS - 1, symbols of 2 and 20 characters), lets the core decode them
 (``messages.decode``), aggregates the accepted trades with the reference aggregator, and writes the window rows
-(``mysql_store.write_windows``), the heartbeats' coverage (``save_coverage``) and a quarantine row for each rejected
+(``state.write_windows``), the heartbeats' coverage (``save_coverage``) and a quarantine row for each rejected
 value (``add_quarantine``) into a real database, in strict mode. Each statement must leave no warning (a DECIMAL
 rounded, a string cut), and every value read back must equal the one written.
 """
@@ -21,8 +21,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.adapters import mysql_store
-from pipeline.core import coverage, windows
+from pipeline.adapters.mysql import connection, migrations, quarantine, state
+from pipeline.core import coverage, times, windows
 from pipeline.core.messages import Heartbeat, decode
 from pipeline.core.trades import (
     MAX_FILLS,
@@ -175,14 +175,14 @@ def write_and_read_back(url: MysqlUrl, valid: list[bytes], hostile: Sequence[byt
     """Decode ``valid`` (the core must accept each) and ``hostile`` values, write what the job would, read it back."""
     accepted: list[Trade] = []
     beats: list[Heartbeat] = []
-    rejected: list[mysql_store.QuarantinedMessage] = []
+    rejected: list[quarantine.QuarantinedMessage] = []
     for offset, raw in enumerate([*valid, *hostile]):
         try:
             decoded = decode(raw)
         except MalformedTrade as exc:
             assert offset >= len(valid), f"the core refused a value within its bounds: {exc}"
             stamp = datetime(1970, 1, 1) + timedelta(milliseconds=offset * 7_919_000_000_001 % 4_102_444_800_000)
-            rejected.append(mysql_store.QuarantinedMessage(
+            rejected.append(quarantine.QuarantinedMessage(
                 "t" * 249, 2**31 - 1, 2**63 - 1 - offset, stamp, raw.decode("utf-8", "replace"), str(exc)))
             continue
         if isinstance(decoded, Trade):
@@ -194,27 +194,27 @@ def write_and_read_back(url: MysqlUrl, valid: list[bytes], hostile: Sequence[byt
     for beat in beats:
         covered[beat.symbol] = coverage.union([*covered.get(beat.symbol, []),
                                                (beat.covered_from_ms, beat.complete_before_ms - 1)])
-    with mysql_store.transaction(url) as cur:
+    with connection.transaction(url) as cur:
         _strict(cur)
         for table in ("moving_averages", "pipeline_coverage", "quarantine"):
             cur.execute(f"DELETE FROM {table}")
         for key, (row, acc, ranges) in rows.items():
-            mysql_store.write_windows(cur, [(row, acc, ranges)])
+            state.write_windows(cur, [(row, acc, ranges)])
             _no_warnings(cur, f"window {key}")
         for symbol, ranges in covered.items():
-            mysql_store.save_coverage(cur, symbol, ranges)
+            state.save_coverage(cur, symbol, ranges)
             _no_warnings(cur, f"coverage {symbol} {ranges}")
         for kept_message in rejected:
-            mysql_store.add_quarantine(cur, [kept_message])
+            quarantine.add_quarantine(cur, [kept_message])
             _no_warnings(cur, f"quarantine {kept_message.raw_value!r}")
-    with mysql_store.transaction(url) as cur:
+    with connection.transaction(url) as cur:
         cur.execute("SELECT symbol, start_time, end_time, average_price, open_price, high_price, low_price, "
                     "close_price, volume, quote_volume, vwap, trade_count, agg_trade_count, price_sum, agg_id_ranges "
                     "FROM moving_averages")
         stored = {(r[0], int(r[1].replace(tzinfo=UTC).timestamp() * 1000)): r for r in cur.fetchall()}
         assert set(stored) == set(rows)
         for key, (row, acc, ranges) in rows.items():
-            expected = (row.symbol, mysql_store.utc(row.start_ms), mysql_store.utc(row.end_ms), row.average_price,
+            expected = (row.symbol, times.utc(row.start_ms), times.utc(row.end_ms), row.average_price,
                         row.open_price, row.high_price, row.low_price, row.close_price, row.volume,
                         row.quote_volume, row.vwap, row.trade_count, row.agg_trade_count, acc.price_sum,
                         coverage.render(ranges))
@@ -242,11 +242,11 @@ def write_and_read_back(url: MysqlUrl, valid: list[bytes], hostile: Sequence[byt
 def schema(mysql_url: MysqlUrl) -> MysqlUrl:
     """The writer's URL on a database with the newest schema (the fixture's schema owner migrated it already, or,
     where the fixture hands out one account for everything, it migrates here)."""
-    with mysql_store.transaction(mysql_url) as cur:
+    with connection.transaction(mysql_url) as cur:
         cur.execute("SHOW TABLES LIKE 'moving_averages'")
         migrated = cur.fetchone() is not None
     if not migrated:
-        mysql_store.migrate_schema(mysql_url)
+        migrations.migrate_schema(mysql_url)
     return mysql_url
 
 

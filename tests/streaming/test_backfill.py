@@ -12,7 +12,8 @@ from pathlib import Path
 
 from kafka.admin import KafkaAdminClient
 
-from pipeline.adapters import mysql_store
+from pipeline.adapters.mysql import reads
+from pipeline.core import times
 from pipeline.settings import Settings
 from tests.archive_builder import synthetic_trades, write_archive
 from tests.cli_helpers import env_for, run
@@ -60,7 +61,7 @@ def test_backfill_beside_a_running_stream_is_exact_repeatable_and_refuses_bad_so
         assert feed.wait(timeout=300) == 0
         want = len(expected_rows(stream + sol + xrp))
         deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and sum(r["is_final"] for r in mysql_store.read_windows(url)) < want:
+        while time.monotonic() < deadline and sum(r["is_final"] for r in reads.read_windows(url)) < want:
             time.sleep(1)
         assert_rows_match(url, stream + sol + xrp)  # every window of both exact and final
         assert "0 late trades" in first.stdout, first.stdout
@@ -69,11 +70,11 @@ def test_backfill_beside_a_running_stream_is_exact_repeatable_and_refuses_bad_so
         assert {v for _, _, _, v in read_all(bootstrap, settings_for.topic) if b"XRPETH" in v} == set()
         assert not [t for t in _topics(bootstrap) if t.startswith(f"{settings_for.topic}.backfill.")]
 
-        before = mysql_store.read_windows(url)
+        before = reads.read_windows(url)
         again = run(backfill, env, timeout=900)
         assert again.returncode == 0, again.stderr[-3000:]
         assert "0 window rows written" in again.stdout and "0 trades counted" in again.stdout, again.stdout
-        assert mysql_store.read_windows(url) == before  # not a value, not even updated_at
+        assert reads.read_windows(url) == before  # not a value, not even updated_at
     finally:
         processor.send_signal(signal.SIGTERM)
         processor.wait(timeout=120)
@@ -86,7 +87,7 @@ def test_backfill_beside_a_running_stream_is_exact_repeatable_and_refuses_bad_so
     topics = _topics(bootstrap)
     refused = run(["backfill", "--source", str(sources[0]), "--source", str(broken)], env, timeout=300)
     assert refused.returncode == 4 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
-    assert _topics(bootstrap) == topics and mysql_store.read_windows(url) == before
+    assert _topics(bootstrap) == topics and reads.read_windows(url) == before
 
 
 def test_backfill_by_time_from_the_exchange_is_exact_and_agrees_with_its_klines(settings_for: Settings) -> None:
@@ -120,8 +121,8 @@ def test_backfill_by_time_from_the_exchange_is_exact_and_agrees_with_its_klines(
         assert len({t.symbol for t in trades}) == 2
         assert_rows_match(url, trades, all_final=False)  # exact, every column
         first_minute = from_ms - from_ms % 60_000  # half of it lies before --from: it cannot be known complete
-        open_minutes = {(r["symbol"], r["start_time"]) for r in mysql_store.read_windows(url) if not r["is_final"]}
-        assert open_minutes == {(s, mysql_store.utc(first_minute)) for s in symbols}, open_minutes
+        open_minutes = {(r["symbol"], r["start_time"]) for r in reads.read_windows(url) if not r["is_final"]}
+        assert open_minutes == {(s, times.utc(first_minute)) for s in symbols}, open_minutes
         for symbol in symbols:
             check = run(["reconcile", "--symbol", symbol, "--since", iso(from_ms + 30_000), "--until",
                          iso(until_ms), "--base-url", base_url], env, timeout=120)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.adapters import mysql_store
+from pipeline.adapters.mysql import connection, reads
 from pipeline.compose import connector_jars as cached_connector_jars
 from pipeline.settings import MysqlUrl, Settings
 from tests.archive_builder import synthetic_trades, write_archive
@@ -57,14 +57,14 @@ def test_demo_shows_exactly_its_own_rows_leaves_other_services_alone_and_stops_o
             demo_db = admin.with_database("pipeline_demo")
             assert_rows_match(demo_db, cassette_trades(CASSETTE))  # every row exact and final, nothing else
             if run_no == 1:  # what a first run (or anything else) leaves behind must not show in the next
-                with mysql_store.transaction(demo_db) as cur:
+                with connection.transaction(demo_db) as cur:
                     cur.execute("INSERT INTO moving_averages (symbol, start_time, end_time, average_price, "
                                 "open_price, high_price, low_price, close_price, volume, quote_volume, vwap, "
                                 "trade_count, agg_trade_count, is_final, updated_at) VALUES ('BTCUSDT', "
                                 "'2025-06-01 00:00:00', '2025-06-01 00:01:00', 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, "
                                 "NOW())")
         # The services the environment named saw nothing.
-        assert mysql_store.read_windows(other) == []
+        assert reads.read_windows(other) == []
         assert read_all(settings_for.kafka_bootstrap or "", settings_for.topic) == []
 
         # Ctrl-C while minutes form: everything it started stops, exit 0.
@@ -75,9 +75,9 @@ def test_demo_shows_exactly_its_own_rows_leaves_other_services_alone_and_stops_o
                                     text=True, cwd=tmp_path)
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and demo.poll() is None and (
-                "2/4" not in errors.read_text() or not mysql_store.read_windows(demo_db)):
+                "2/4" not in errors.read_text() or not reads.read_windows(demo_db)):
             time.sleep(0.5)  # its database was emptied and the job has written the first live rows
-        assert demo.poll() is None and mysql_store.read_windows(demo_db), errors.read_text()[-3000:]
+        assert demo.poll() is None and reads.read_windows(demo_db), errors.read_text()[-3000:]
         demo.send_signal(signal.SIGINT)
         demo.wait(timeout=120)
         stderr = errors.read_text()

@@ -12,7 +12,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pipeline.adapters import mysql_store
+from pipeline.adapters.mysql import connection, reads
 from pipeline.settings import MysqlUrl, Settings
 from tests.cli_helpers import env_for
 from tests.reference_rows import assert_rows_match, expected_rows
@@ -40,7 +40,7 @@ def _pages(sim: SimBinance, symbol: str) -> int:
 
 def _state(url: MysqlUrl) -> dict[tuple[str, datetime], int]:
     try:
-        return {(r["symbol"], r["start_time"]): r["is_final"] for r in mysql_store.read_windows(url)}
+        return {(r["symbol"], r["start_time"]): r["is_final"] for r in reads.read_windows(url)}
     except Exception:  # noqa: BLE001 - the job creates the schema when it starts
         return {}
 
@@ -117,7 +117,7 @@ def test_live_catch_up_kill_outage_faults_and_sigterm_lose_nothing(settings_for:
     assert max(t.event_time_ms for t in served) < freeze_ms and len({t.symbol for t in served}) == len(MARKETS)
     expected = expected_rows(served)
     assert_rows_match(url, served)  # every minute exact and final
-    with mysql_store.transaction(url) as cur:
+    with connection.transaction(url) as cur:
         cur.execute("SELECT COALESCE(SUM(late_trades), 0), COALESCE(SUM(trades_merged), 0) FROM pipeline_batches")
         late, merged = cur.fetchone()
         cur.execute("SELECT COUNT(*) FROM quarantine")

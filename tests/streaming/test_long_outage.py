@@ -14,7 +14,8 @@ import time
 import pytest
 
 from pipeline import outage
-from pipeline.adapters import kafka_io, mysql_store
+from pipeline.adapters import kafka_io
+from pipeline.adapters.mysql import reads
 from pipeline.core.messages import Heartbeat
 from pipeline.settings import Settings
 from tests.cli_helpers import ok as cli
@@ -56,5 +57,5 @@ def test_a_long_outage_is_caught_up_exact_and_final(settings_for: Settings, symb
     assert " 0 quarantined" in result.stdout, result.stdout
     assert_rows_match(url, traffic.trades, all_final=True)
     # the quiet symbols' minutes without a trade have no row, and every symbol is covered to the outage's end
-    rows = mysql_store.read_windows(url)
+    rows = reads.read_windows(url)
     assert {r["symbol"] for r in rows} == set(outage.SYMBOLS[:symbols])

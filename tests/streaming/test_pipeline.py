@@ -14,7 +14,8 @@ from pathlib import Path
 
 from kafka import KafkaProducer
 
-from pipeline.adapters import kafka_io, mysql_store
+from pipeline.adapters import kafka_io
+from pipeline.adapters.mysql import connection, reads
 from pipeline.core import messages
 from pipeline.core.trades import Trade
 from pipeline.settings import Settings
@@ -34,7 +35,7 @@ def test_bundled_fixtures_give_exactly_the_reference_rows(settings_for: Settings
     trades = cassette_trades(CASSETTE)
     assert_rows_match(settings_for.mysql_url, trades)
     assert "0 quarantined" in result.stdout and "0 late trades" in result.stdout
-    symbols = {r["symbol"] for r in mysql_store.read_windows(settings_for.mysql_url)}
+    symbols = {r["symbol"] for r in reads.read_windows(settings_for.mysql_url)}
     assert symbols == {"BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "ADAUSDT"}
 
     again = cli(settings_for, "process", "--until-idle")  # nothing new: nothing changes
@@ -112,7 +113,7 @@ def test_malformed_messages_go_to_quarantine_and_the_job_goes_on(settings_for: S
     assert result.returncode == 0, result.stderr[-3000:]
     url = settings_for.mysql_url
     assert url is not None
-    with mysql_store.transaction(url) as cur:
+    with connection.transaction(url) as cur:
         cur.execute("SELECT reason, kafka_timestamp FROM quarantine ORDER BY kafka_offset")
         kept = cur.fetchall()
     reasons = [r[0] for r in kept]
@@ -123,7 +124,7 @@ def test_malformed_messages_go_to_quarantine_and_the_job_goes_on(settings_for: S
         messages.TEXT_REFUSED_REASON, "price is not a decimal with at most 8 places",  # the bytes not UTF-8
     ]), reasons
     # No heartbeat was sent: nobody said a minute is complete, so none is final.
-    rows = mysql_store.read_windows(url)
+    rows = reads.read_windows(url)
     assert rows and not any(r["is_final"] for r in rows)
     assert_rows_match(url, trades, all_final=False)
 
@@ -133,7 +134,7 @@ def test_malformed_messages_go_to_quarantine_and_the_job_goes_on(settings_for: S
     sink.send_heartbeat(messages.Heartbeat("BTCUSDT", 0, newest + 60_000))
     sink.flush()
     cli(settings_for, "process", "--until-idle")
-    assert not any(r["is_final"] for r in mysql_store.read_windows(url))
+    assert not any(r["is_final"] for r in reads.read_windows(url))
     sink.send_heartbeat(messages.Heartbeat("ETHUSDT", trades[0].event_time_ms - 60_000, newest + 60_000))
     sink.flush()
     sink.close()
@@ -169,7 +170,7 @@ def test_sigkill_mid_stream_and_restart_gives_identical_rows(settings_for: Setti
     finally:
         if processor.poll() is None:
             processor.kill()
-    partial = mysql_store.read_windows(url)
+    partial = reads.read_windows(url)
     assert partial and not all(r["is_final"] for r in partial), "the kill should land mid-stream"
     cli(settings_for, "process", "--until-idle")
     assert_rows_match(url, cassette_trades(CASSETTE))
@@ -177,7 +178,7 @@ def test_sigkill_mid_stream_and_restart_gives_identical_rows(settings_for: Setti
 
 def _applied_batches(url: object) -> int:
     try:
-        with mysql_store.transaction(url) as cur:  # type: ignore[arg-type]
+        with connection.transaction(url) as cur:  # type: ignore[arg-type]
             cur.execute("SELECT COUNT(*) FROM pipeline_batches WHERE query_name = 'stream' AND rows_written > 0")
             return int(cur.fetchone()[0])
     except Exception:  # noqa: BLE001 - the schema may not exist yet
@@ -193,13 +194,13 @@ def test_a_batch_re_executed_after_a_crash_changes_nothing(settings_for: Setting
     cli(settings_for, "process", "--until-idle")
     url = settings_for.mysql_url
     assert url is not None and settings_for.checkpoint_dir is not None
-    before = mysql_store.read_windows(url)
+    before = reads.read_windows(url)
     commits = sorted((settings_for.checkpoint_dir / "stream" / "commits").glob("[0-9]*"), key=lambda p: int(p.name))
     commits[-1].unlink()
     (commits[-1].parent / f".{commits[-1].name}.crc").unlink(missing_ok=True)  # Hadoop's checksum beside it
     again = cli(settings_for, "process", "--until-idle")
     assert "1 re-executed batches skipped" in again.stdout, again.stdout
-    after = mysql_store.read_windows(url)
+    after = reads.read_windows(url)
     assert [{k: v for k, v in r.items() if k != "updated_at"} for r in after] == \
         [{k: v for k, v in r.items() if k != "updated_at"} for r in before]
     assert [r["updated_at"] for r in after] == [r["updated_at"] for r in before]  # not even rewritten
@@ -229,7 +230,7 @@ def test_producers_on_one_topic_neither_close_nor_drop_each_others_windows(setti
     result = cli(settings_for, "process", "--until-idle")
     assert "0 late trades" in result.stdout, result.stdout
     assert_rows_match(url, btc + eth + sol, all_final=False)
-    rows = mysql_store.read_windows(url)
+    rows = reads.read_windows(url)
     assert all(r["is_final"] for r in rows if r["symbol"] != "SOLUSDT")
     assert not any(r["is_final"] for r in rows if r["symbol"] == "SOLUSDT")  # nobody covered them
     sink.send_heartbeat(messages.Heartbeat("SOLUSDT", day1, day1 + 86_400_000))
@@ -266,8 +267,8 @@ def test_a_trade_behind_the_heartbeat_that_covers_it_is_late_in_any_batch(settin
     result = cli(settings_for, "process", "--until-idle")
     assert "since the checkpoint began: 60 trades counted, 2 late" in result.stdout, result.stdout
     assert_rows_match(url, published)
-    assert [r["late_trade_count"] for r in mysql_store.read_windows(url)] == [1, 1]
-    with mysql_store.transaction(url) as cur:
+    assert [r["late_trade_count"] for r in reads.read_windows(url)] == [1, 1]
+    with connection.transaction(url) as cur:
         cur.execute("SELECT reason, raw_value FROM quarantine ORDER BY reason")
         kept = cur.fetchall()
     assert [r[0][:34] for r in kept] == ["late: window ADAUSDT 2026-01-01 12", "late: window SOLUSDT 2026-01-01 12"]
@@ -313,8 +314,8 @@ def test_a_new_checkpoint_over_kept_rows_applies_new_batches_and_counts_nothing_
     assert "600 trades counted" in second.stdout and "0 late trades" in second.stdout, second.stdout
     assert "0 quarantined" in second.stdout, second.stdout
     assert_rows_match(url, early + later)
-    assert sum(r["late_trade_count"] for r in mysql_store.read_windows(url)) == 1
-    with mysql_store.transaction(url) as cur:
+    assert sum(r["late_trade_count"] for r in reads.read_windows(url)) == 1
+    with connection.transaction(url) as cur:
         cur.execute("SELECT SUM(trades_merged), SUM(late_trades), SUM(quarantined) FROM pipeline_batches")
         assert tuple(int(v) for v in cur.fetchone()) == (1_199, 1, 2)
         cur.execute("SELECT COUNT(*) FROM quarantine")
@@ -346,7 +347,7 @@ def test_messages_from_the_future_are_quarantined_not_obeyed(settings_for: Setti
     result = cli(settings_for, "process", "--until-idle")
     assert "0 late trades" in result.stdout, result.stdout
     assert_rows_match(url, trades)
-    with mysql_store.transaction(url) as cur:
+    with connection.transaction(url) as cur:
         cur.execute("SELECT reason FROM quarantine ORDER BY kafka_offset")
         assert [r[0] for r in cur.fetchall()] == [
             "heartbeat declares complete a time after it was published (beyond 5 minutes of clock skew)",
@@ -391,7 +392,7 @@ def test_hostile_messages_into_a_running_job_are_quarantined_and_every_window_st
         deadline = time.monotonic() + 300
         while True:
             assert processor.poll() is None, job_log.read_text(errors="replace")[-3000:]
-            got = {(r["symbol"], r["start_time"]): r["is_final"] for r in mysql_store.read_windows(url)}
+            got = {(r["symbol"], r["start_time"]): r["is_final"] for r in reads.read_windows(url)}
             if wanted <= set(got) and all(got[k] for k in wanted):
                 break
             assert time.monotonic() < deadline, f"not every window final after 300 s:\n{job_log.read_text()[-3000:]}"
@@ -408,7 +409,7 @@ def test_hostile_messages_into_a_running_job_are_quarantined_and_every_window_st
             if proc is not None and proc.poll() is None:
                 proc.kill()
     assert_rows_match(url, trades)
-    with mysql_store.transaction(url) as cur:
+    with connection.transaction(url) as cur:
         cur.execute("SELECT reason, raw_value FROM quarantine ORDER BY kafka_offset")
         kept = cur.fetchall()
     assert len(kept) == len(hostile), kept

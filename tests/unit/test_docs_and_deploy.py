@@ -15,7 +15,7 @@ from urllib.parse import quote
 import pytest
 import yaml
 
-from pipeline.adapters.mysql_store import MIGRATIONS
+from pipeline.adapters.mysql.migrations import MIGRATIONS
 from pipeline.cli import build_parser
 from pipeline.settings import MysqlUrl, Settings
 

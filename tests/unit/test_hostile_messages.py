@@ -11,8 +11,8 @@ from decimal import Decimal
 import pymysql
 import pytest
 
-from pipeline.adapters import mysql_store
-from pipeline.core import messages
+from pipeline.adapters.mysql import connection
+from pipeline.core import messages, times
 from pipeline.core.trades import MalformedTrade, Trade, is_symbol, parse_archive_row, parse_rest
 from tests.hostile import hostile_copies
 
@@ -138,26 +138,26 @@ def test_the_notional_bound_keeps_every_window_sum_in_its_column() -> None:
 
 def test_kafka_timestamps_nobody_validated_never_fail_a_write() -> None:
     """A Kafka timestamp past 9999 made utc() raise while the batch quarantined its message, at every start."""
-    assert mysql_store.utc_or_none(253_402_300_800_000) is None
-    assert mysql_store.utc_or_none(-1) is None
-    assert mysql_store.utc_or_none(None) is None
-    assert mysql_store.utc(253_402_300_799_999) == datetime(9999, 12, 31, 23, 59, 59, 999_000)  # exact, no float
-    assert all(mysql_store._ms(mysql_store.utc(ms)) == ms for ms in range(PUBLISHED_MS, PUBLISHED_MS + 5_000))
+    assert times.utc_or_none(253_402_300_800_000) is None
+    assert times.utc_or_none(-1) is None
+    assert times.utc_or_none(None) is None
+    assert times.utc(253_402_300_799_999) == datetime(9999, 12, 31, 23, 59, 59, 999_000)  # exact, no float
+    assert all(times.ms(times.utc(ms)) == ms for ms in range(PUBLISHED_MS, PUBLISHED_MS + 5_000))
 
 
 @pytest.mark.parametrize("code", [1205, 1213, 2006, 2013])
 def test_lock_waits_deadlocks_and_lost_connections_are_retried(code: int) -> None:
     """1213 and 1205 (the server rolled the transaction back) and 2006/2013 (connection lost) once ended the job."""
-    assert mysql_store.retryable(pymysql.err.OperationalError(code, "x"))
+    assert connection.retryable(pymysql.err.OperationalError(code, "x"))
     wrapped = RuntimeError("batch failed")
     wrapped.__cause__ = pymysql.err.OperationalError(code, "x")
-    assert mysql_store.retryable(wrapped)
+    assert connection.retryable(wrapped)
 
 
 @pytest.mark.parametrize("error", [(1064, "syntax"), (1406, "data too long"), (1045, "access denied")])
 def test_errors_about_the_statement_or_the_login_are_not_retried(error: tuple[int, str]) -> None:
-    assert not mysql_store.retryable(pymysql.err.ProgrammingError(*error))
-    assert not mysql_store.retryable(pymysql.err.OperationalError(*error))
+    assert not connection.retryable(pymysql.err.ProgrammingError(*error))
+    assert not connection.retryable(pymysql.err.OperationalError(*error))
 
 
 REAL_TEXT = messages.encode_trade(REAL)[1].decode()

@@ -1,0 +1,66 @@
+"""The batch ledger (``pipeline_batches``): each micro-batch is applied in one transaction together with a row keyed
+by the fingerprint of what the batch read (topic, partitions, offsets and contents): a batch that Spark re-executes
+after a crash finds its row and changes nothing, whatever became of the checkpoint's batch ids."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pymysql
+
+from pipeline.adapters.mysql.connection import transaction
+from pipeline.core.times import utc_now
+from pipeline.settings import MysqlUrl
+
+_DUPLICATE_KEY = 1062
+
+
+def claim_batch(cur: Any, run_id: str, query: str, batch_id: int, fingerprint: str, offsets: str) -> bool:
+    """Claim the ledger slot of a batch, known by the fingerprint of what it read; False if it was applied before.
+
+    Inserting first (not ``SELECT ... FOR UPDATE``) takes no gap lock: two writers never deadlock on the ledger, and
+    a second writer of the same batch waits for the first one's commit and then finds it applied."""
+    try:
+        cur.execute("INSERT INTO pipeline_batches (run_id, query_name, batch_id, fingerprint, offsets, rows_written, "
+                    "rows_finalized, final_rows_refused, applied_at) VALUES (%s, %s, %s, %s, %s, 0, 0, 0, %s)",
+                    (run_id, query, batch_id, fingerprint, offsets, utc_now()))
+    except pymysql.err.IntegrityError as exc:
+        if exc.args[0] == _DUPLICATE_KEY:
+            return False
+        raise
+    return True
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchCounts:
+    trades_merged: int = 0
+    duplicates: int = 0
+    late_trades: int = 0
+    quarantined: int = 0
+    rows_written: int = 0
+    rows_finalized: int = 0
+
+    def __add__(self, other: BatchCounts) -> BatchCounts:
+        return BatchCounts(*(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other),
+                                                    strict=True)))
+
+
+def record_batch(cur: Any, query: str, fingerprint: str, counts: BatchCounts) -> None:
+    """The figures of a batch claimed in this transaction."""
+    cur.execute("UPDATE pipeline_batches SET rows_written = %s, rows_finalized = %s, trades_merged = %s, "
+                "duplicates = %s, late_trades = %s, quarantined = %s, applied_at = %s "
+                "WHERE query_name = %s AND fingerprint = %s",
+                (counts.rows_written, counts.rows_finalized, counts.trades_merged, counts.duplicates,
+                 counts.late_trades, counts.quarantined, utc_now(), query, fingerprint))
+
+
+def run_totals(url: MysqlUrl, run_id: str) -> BatchCounts:
+    """The ledger's sums for one checkpoint (a whole run, across restarts)."""
+    with transaction(url) as cur:
+        cur.execute("SELECT COALESCE(SUM(trades_merged), 0), COALESCE(SUM(duplicates), 0), "
+                    "COALESCE(SUM(late_trades), 0), COALESCE(SUM(quarantined), 0), COALESCE(SUM(rows_written), 0), "
+                    "COALESCE(SUM(rows_finalized), 0) FROM pipeline_batches WHERE run_id = %s", (run_id,))
+        return BatchCounts(*(int(v) for v in cur.fetchone()))
+
+
