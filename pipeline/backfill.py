@@ -62,10 +62,11 @@ def run(settings: Settings, paths: list[Path], stop: Callable[[], bool],
     from kafka.errors import KafkaError
 
     from pipeline import compose, producer, replay
+    from pipeline.core.counters import Counters
     from pipeline.services import stack
     from pipeline.spark.job import checkpoint_location
 
-    counters = counters or producer.Counters()
+    counters = counters or Counters()
     sources, lowest = replay.open_sources(paths, counters, settings.watermark_seconds * 1000)  # all checked first
     sources = [*sources, *(items for items, _ in fetched or [])]
     for _, first_ids in fetched or []:

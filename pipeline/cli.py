@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NoReturn
 
 from pipeline import compose
+from pipeline.core.counters import Counters
 from pipeline.core.trades import MIN_TIME_MS
 from pipeline.errors import ConfigError, PipelineError, run_command
 from pipeline.settings import DEFAULT_TRIGGER_SECONDS, Settings, max_offsets
@@ -152,7 +153,7 @@ def _produce(args: argparse.Namespace, settings: Settings) -> int:
     stopping = _stop_event()
     stop, sleep = stopping.is_set, _interruptible(stopping)
     bootstrap, sink = compose.trade_sink(settings)
-    counters = producer.Counters()
+    counters = Counters()
     client = BinanceClient(session=make_session(), base_url=args.base_url, weight_budget=args.weight_budget,
                            timeout_s=(5.0, args.request_timeout), sleep=sleep)
     try:
@@ -223,7 +224,7 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline import producer, replay
 
     speed = producer.parse_speed(args.speed)
-    counters = producer.Counters()
+    counters = Counters()
     sources, lowest = replay.open_sources([Path(p) for p in args.source], counters,
                                           settings.watermark_seconds * 1000)
     stop = _stop_flag()
@@ -239,7 +240,7 @@ def _record(args: argparse.Namespace, settings: Settings) -> int:
     import time
     from pathlib import Path
 
-    from pipeline import poller, producer, reconcile
+    from pipeline import poller, reconcile
     from pipeline.adapters import cassettes
     from pipeline.adapters.binance import BinanceClient, make_session
     from pipeline.core.messages import Heartbeat
@@ -256,7 +257,7 @@ def _record(args: argparse.Namespace, settings: Settings) -> int:
     def sleep(seconds: float) -> None:  # the poller's backoff or a ban's wait ends at a signal, or at the deadline
         wait(min(seconds, max(0.0, deadline - time.monotonic())))
 
-    counters = producer.Counters()
+    counters = Counters()
     client = BinanceClient(session=make_session(), base_url=args.base_url, sleep=wait)
     states = poller.start_states(settings.symbols, {}, int(time.time() * 1000))
     seen = 0
@@ -360,7 +361,7 @@ def _utc_text(ms: int) -> str:
 def _backfill(args: argparse.Namespace, settings: Settings) -> int:
     from pathlib import Path
 
-    from pipeline import backfill, producer
+    from pipeline import backfill
 
     def announce(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
@@ -368,7 +369,7 @@ def _backfill(args: argparse.Namespace, settings: Settings) -> int:
     by_time = args.start is not None or args.until is not None or args.symbol
     if not args.source and not by_time:
         raise ConfigError("give --source PATH, or --symbol S with --from and --until (ISO UTC)")
-    counters = producer.Counters()
+    counters = Counters()
     fetched = []
     if by_time:
         import time

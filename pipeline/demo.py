@@ -302,6 +302,7 @@ def run(settings: Settings, speed: str, out_dir: Path) -> int:
     from rich.console import Console
 
     from pipeline import producer, replay, report
+    from pipeline.core.counters import Counters
 
     console = Console(stderr=True)
     started = time.monotonic()
@@ -319,7 +320,7 @@ def run(settings: Settings, speed: str, out_dir: Path) -> int:
         step("1/4 starting Kafka and MySQL (first run downloads Kafka from Maven Central)")
         mine = demo.start_stack()
         demo.reset()
-        counters = producer.Counters()
+        counters = Counters()
         opened, lowest = replay.open_sources(sources, counters, mine.watermark_seconds * 1000)
         items = list(producer.merge_by_time(opened))
         trades = [i for i in items if isinstance(i, Trade) and invalid_reason(i) is None]

@@ -39,6 +39,29 @@ class ExchangeError(PipelineError):
     exit_code = 5
 
 
+class ExchangeUnavailable(ExchangeError):
+    """Binance could not be reached or kept failing (5xx, timeouts) after the retries: worth trying later; not
+    before ``retry_after_s`` (a 5xx's ``Retry-After``; 0 when it sent none)."""
+
+    def __init__(self, message: str, retry_after_s: float = 0.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class BadAnswer(ExchangeUnavailable):
+    """Binance (or a proxy in front of it) answered, but not with what the endpoint returns: an HTML page, a
+    truncated body, JSON of another shape. Transient in practice (maintenance pages, cut connections): retried."""
+
+
+class RateLimited(ExchangeError):
+    """Binance said 429 or 418; ``retry_after_s`` says how long no request may be sent."""
+
+    def __init__(self, message: str, retry_after_s: float, banned: bool) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+        self.banned = banned
+
+
 def run_command(command: Callable[[], int], verbose: bool = False) -> int:
     """Run an entry point's work the way every command runs: logging set up, a ``PipelineError`` as one line and
     its exit code, Ctrl-C as 130, anything else as one line and 70 (``verbose``: the traceback instead)."""

@@ -1,4 +1,4 @@
-"""Live polling: page each symbol's aggTrades by ``fromId`` from a ``TradeSource`` and say how complete each is.
+"""Live polling: page each symbol's aggTrades by ``fromId`` from a ``ExchangeSource`` and say how complete each is.
 
 Each symbol moves on its own: a busy symbol catching up fetches page after page while a quiet one is asked again
 only every ``poll_interval_s``. After every answer the poller knows up to when the symbol is complete::
@@ -21,14 +21,14 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Protocol
 
-from pipeline.adapters.binance import MAX_LIMIT, BadAnswer, ExchangeUnavailable, Page, RateLimited
+from pipeline.core.counters import Counters
 from pipeline.core.messages import Heartbeat, ResumePoint
+from pipeline.core.ports import MAX_LIMIT, ExchangeSource, Page
 from pipeline.core.trades import MalformedTrade, Trade, parse_rest
 from pipeline.core.windows import WINDOW_MS, window_start_ms
-from pipeline.errors import ConfigError
-from pipeline.producer import Counters, Item
+from pipeline.errors import BadAnswer, ConfigError, ExchangeUnavailable, RateLimited
+from pipeline.producer import Item
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF_S = 30.0
@@ -39,13 +39,6 @@ NEVER_REACHED_S = 300.0
 
 class NeverReached(ConfigError):
     """No answer that is Binance's since the producer started, for ``NEVER_REACHED_S``."""
-
-
-class TradeSource(Protocol):
-    """The port the poller needs: ``BinanceClient`` (live or cassette playback), ``memory.InMemoryExchange``."""
-
-    def agg_trades(self, symbol: str, *, from_id: int | None = None, start_time_ms: int | None = None,
-                   end_time_ms: int | None = None, limit: int = MAX_LIMIT) -> Page: ...
 
 
 class VirtualClock:
@@ -102,7 +95,7 @@ def _ids_and_times(page: Page) -> list[tuple[int, int]]:
             if isinstance(r, dict) and type(r.get("a")) is int and type(r.get("T")) is int]
 
 
-def first_id_at(source: TradeSource, symbol: str, time_ms: int) -> int | None:
+def first_id_at(source: ExchangeSource, symbol: str, time_ms: int) -> int | None:
     """The lowest agg id with a trade at or after ``time_ms`` (the newest id + 1 if none yet; None if the symbol
     has no trade at all), without trusting how Binance cuts a time range at ``limit``::
 
@@ -132,7 +125,7 @@ def first_id_at(source: TradeSource, symbol: str, time_ms: int) -> int | None:
     return best
 
 
-def trades_between(source: TradeSource, symbol: str, from_ms: int, until_ms: int,
+def trades_between(source: ExchangeSource, symbol: str, from_ms: int, until_ms: int,
                    counters: Counters) -> Iterator[Trade]:
     """Every aggTrade of ``symbol`` with ``from_ms <= T < until_ms``, page by page (memory: one page): the first
     id by ``first_id_at``, then ``fromId`` pages. The cursor moves past the highest id a page *sent*, so a record
@@ -165,7 +158,7 @@ def _parse_page(symbol: str, records: Sequence[object], counters: Counters) -> l
     return trades
 
 
-def poll(source: TradeSource, states: Mapping[str, SymbolState], counters: Counters, *, lag_ms: int,
+def poll(source: ExchangeSource, states: Mapping[str, SymbolState], counters: Counters, *, lag_ms: int,
          poll_interval_s: float = 1.0, clock: Callable[[], float] = time.time,
          sleep: Callable[[float], None] = time.sleep, stop: Callable[[], bool] = lambda: False,
          on_answer: Callable[[], None] = lambda: None, never_reached_s: float = NEVER_REACHED_S) -> Iterator[Item]:
@@ -265,7 +258,7 @@ def lag_report(states: Iterable[SymbolState], now_ms: int) -> str:
     return "behind now: " + " ".join(f"{s.symbol} {s.behind_ms(now_ms) / 1000:.1f}s" for s in states)
 
 
-def _newest_page(source: TradeSource, symbol: str, counters: Counters, sleep: Callable[[float], None],
+def _newest_page(source: ExchangeSource, symbol: str, counters: Counters, sleep: Callable[[float], None],
                  stop: Callable[[], bool], clock: Callable[[], float], never_reached_s: float) -> Page | None:
     """``limit=1``: the newest trade, asked until Binance answers (the same waits as ``poll``); None if stopped."""
     failures = 0
@@ -279,7 +272,7 @@ def _newest_page(source: TradeSource, symbol: str, counters: Counters, sleep: Ca
     return None
 
 
-def check_resume(source: TradeSource, resume: Mapping[str, ResumePoint], max_catch_up_ids: int,
+def check_resume(source: ExchangeSource, resume: Mapping[str, ResumePoint], max_catch_up_ids: int,
                  counters: Counters | None = None, sleep: Callable[[float], None] = time.sleep,
                  stop: Callable[[], bool] = lambda: False, clock: Callable[[], float] = time.time,
                  never_reached_s: float = NEVER_REACHED_S) -> dict[str, str]:

@@ -9,7 +9,6 @@ because Kafka already has them are all counted (``Counters``) and the reasons lo
 
 from __future__ import annotations
 
-import dataclasses
 import heapq
 import logging
 import math
@@ -17,9 +16,10 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal
-from typing import Protocol
 
+from pipeline.core.counters import Counters
 from pipeline.core.messages import Heartbeat
+from pipeline.core.ports import TradeSink
 from pipeline.core.trades import Sequencer, Trade, invalid_reason
 from pipeline.errors import ConfigError
 
@@ -27,25 +27,6 @@ log = logging.getLogger(__name__)
 
 Item = Trade | Heartbeat
 STOP_CHECK_S = 0.1  # how often a paced wait looks at the stop flag
-
-
-@dataclasses.dataclass
-class Counters:
-    published: int = 0
-    invalid: int = 0  # Binance's invalid records (price 0 / quantity 0 / ids -1): excluded by design
-    rejected: int = 0  # records that are not aggTrades at all: logged with the payload
-    duplicates: int = 0  # already in Kafka (resume) or repeated by the source
-    gaps: int = 0
-    missing_ids: int = 0
-    heartbeats: int = 0
-    exchange_errors: int = 0
-    answered: bool = False  # the exchange gave one usable answer since start
-    failing_since_s: float | None = None  # first failure while it had not (clock seconds)
-
-    def summary(self) -> str:
-        return (f"published {self.published}, invalid {self.invalid}, rejected {self.rejected}, "
-                f"duplicates skipped {self.duplicates}, gaps {self.gaps} ({self.missing_ids} agg ids missing), "
-                f"heartbeats {self.heartbeats}, exchange errors {self.exchange_errors}")
 
 
 def admit(trades: Iterable[Trade], sequencer: Sequencer, counters: Counters) -> Iterator[Trade]:
@@ -149,15 +130,7 @@ class Progress:
         return elapsed
 
 
-class Sink(Protocol):
-    """The port ``publish`` needs: ``kafka_io.TradeSink`` for real, ``memory.InMemorySink`` in tests."""
-
-    def send_trade(self, trade: Trade) -> None: ...
-    def send_heartbeat(self, heartbeat: Heartbeat) -> None: ...
-    def flush(self, timeout_s: float = 120.0) -> int: ...
-
-
-def publish(items: Iterable[Item], sink: Sink, sequencer: Sequencer, counters: Counters, *,
+def publish(items: Iterable[Item], sink: TradeSink, sequencer: Sequencer, counters: Counters, *,
             pacer: Pacer | None = None, progress: Progress | None = None, stop: Callable[[], bool] = lambda: False,
             batch_size: int = 5000) -> None:
     """Send admitted trades and heartbeats; count a trade as published only once Kafka acknowledged it, and send

@@ -121,9 +121,9 @@ REPAIRABLE = ("mismatch", "missing_in_table", "missing_at_exchange")
 
 def minute_trades(client: Any, symbol: str, start_ms: int) -> list[Any]:
     """Every valid aggTrade of one minute, fetched by time (``poller.trades_between``)."""
+    from pipeline.core.counters import Counters
     from pipeline.core.trades import invalid_reason
     from pipeline.poller import trades_between
-    from pipeline.producer import Counters
 
     return [t for t in trades_between(client, symbol, start_ms, start_ms + WINDOW_MS, Counters())
             if invalid_reason(t) is None]

@@ -18,11 +18,12 @@ import yaml
 from pipeline.adapters import cassettes, kafka_io
 from pipeline.adapters.archives import Archive
 from pipeline.adapters.binance import BinanceClient, make_session
+from pipeline.core.counters import Counters
 from pipeline.core.messages import Heartbeat
 from pipeline.core.trades import Sequencer, Trade
 from pipeline.errors import InputError
 from pipeline.poller import VirtualClock, poll, start_states
-from pipeline.producer import Counters, Item, Pacer, Progress, publish, time_order
+from pipeline.producer import Item, Pacer, Progress, publish, time_order
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -13,49 +13,18 @@ running, or not keeping up).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from datetime import UTC
 from pathlib import Path
 from typing import Any
 
+from pipeline.adapters import checkpoint as checkpoints
+from pipeline.adapters.checkpoint import committed_ends
+from pipeline.adapters.mysql.ledger import read_ends
 from pipeline.settings import Settings
 
 STALLED_S = 300.0
-QUERY = "stream"
-
-
-def checkpoint_offsets(checkpoint: Path) -> dict[str, dict[int, int]] | None:
-    """The end offsets (exclusive) of the newest batch the checkpoint marks committed, per topic and partition;
-    None without a readable local checkpoint."""
-    commits = checkpoint / QUERY / "commits"
-    try:
-        committed = sorted((int(p.name) for p in commits.iterdir() if p.name.isdigit()), reverse=True)
-    except OSError:
-        return None
-    for batch in committed:
-        try:
-            lines = (checkpoint / QUERY / "offsets" / str(batch)).read_text().splitlines()
-            ends = json.loads(lines[2])
-        except (OSError, IndexError, ValueError, AttributeError, TypeError):
-            continue
-        return {topic: {int(p): int(o) for p, o in parts.items()} for topic, parts in ends.items()}
-    return None
-
-
-def ledger_offsets(offsets_texts: list[str], topic: str) -> dict[int, int]:
-    """Per partition of ``topic``, one past the highest offset the ledger's batches read ("topic/p:a-b ...")."""
-    out: dict[int, int] = {}
-    for text in offsets_texts:
-        for part in (text or "").split():
-            name, _, span = part.rpartition(":")
-            where, _, partition = name.rpartition("/")
-            if where != topic or not partition.isdigit() or "-" not in span:
-                continue
-            last = int(span.split("-")[1])
-            out[int(partition)] = max(out.get(int(partition), 0), last + 1)
-    return out
 
 
 def _mysql_figures(settings: Settings) -> dict[str, Any]:
@@ -75,7 +44,7 @@ def _mysql_figures(settings: Settings) -> dict[str, Any]:
         cur.execute("SELECT COUNT(*) FROM quarantine")
         figures["quarantined"] = int(cur.fetchone()[0])
         cur.execute("SELECT batch_id, applied_at, offsets, trades_merged FROM pipeline_batches "
-                    "WHERE query_name = %s ORDER BY id DESC LIMIT 200", (QUERY,))
+                    "WHERE query_name = %s ORDER BY id DESC LIMIT 200", (checkpoints.QUERY,))
         batches = cur.fetchall()
         figures["ledger_offsets"] = [row[2] for row in batches]
         if batches:
@@ -153,11 +122,11 @@ def gather(settings: Settings, stalled_after_s: float = STALLED_S) -> dict[str, 
         except Exception as exc:  # noqa: BLE001 - reported
             report["problems"].append(f"Kafka answers but topic {settings.topic} cannot be read: {exc}")
     checkpoint = stack.checkpoint_dir(settings)
-    from_checkpoint = checkpoint_offsets(checkpoint) if isinstance(checkpoint, Path) else None
+    from_checkpoint = committed_ends(checkpoint) if isinstance(checkpoint, Path) else None
     if from_checkpoint is not None:
         committed, source = from_checkpoint.get(settings.topic, {}), f"checkpoint {checkpoint}"
     else:
-        committed, source = ledger_offsets(ledger, settings.topic), "ledger (pipeline_batches)"
+        committed, source = read_ends(ledger, settings.topic), "ledger (pipeline_batches)"
     report["committed_from"] = source
     report["partitions"] = [{"partition": p, "end": end, "committed": committed.get(p, 0),
                              "lag": max(end - committed.get(p, 0), 0)} for p, end in sorted(ends.items())]

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import email.utils
 import logging
@@ -25,46 +24,14 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from pipeline.errors import ConfigError, ExchangeError
+from pipeline.core.ports import MAX_LIMIT, Page
+from pipeline.errors import BadAnswer, ConfigError, ExchangeError, ExchangeUnavailable, RateLimited
 
 log = logging.getLogger(__name__)
 
 BASE_URL = "https://api.binance.com"
 AGG_TRADES_WEIGHT = 4
 KLINES_WEIGHT = 2  # GET /api/v3/klines, up to 1,000 minutes a request
-MAX_LIMIT = 1000
-
-
-class ExchangeUnavailable(ExchangeError):
-    """Binance could not be reached or kept failing (5xx, timeouts) after the retries: worth trying later; not
-    before ``retry_after_s`` (a 5xx's ``Retry-After``; 0 when it sent none)."""
-
-    def __init__(self, message: str, retry_after_s: float = 0.0) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-
-
-class BadAnswer(ExchangeUnavailable):
-    """Binance (or a proxy in front of it) answered, but not with what the endpoint returns: an HTML page, a
-    truncated body, JSON of another shape. Transient in practice (maintenance pages, cut connections): retried."""
-
-
-class RateLimited(ExchangeError):
-    """Binance said 429 or 418; ``retry_after_s`` says how long no request may be sent."""
-
-    def __init__(self, message: str, retry_after_s: float, banned: bool) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-        self.banned = banned
-
-
-@dataclasses.dataclass(frozen=True)
-class Page:
-    """One answer of ``/api/v3/aggTrades``: the raw records and the server's clock when it answered."""
-
-    records: list[dict[str, Any]]
-    server_time_ms: int | None
-    used_weight: int | None
 
 
 class _Retry(Retry):

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from pipeline.adapters.binance import MAX_LIMIT, Page
 from pipeline.core.messages import Heartbeat
+from pipeline.core.ports import MAX_LIMIT, Page
 from pipeline.core.trades import Trade
 
 
@@ -39,7 +39,7 @@ class InMemorySink:
 
 
 class InMemoryExchange:
-    """A ``TradeSource`` over in-memory aggTrade records with Binance's paging rules, on a given clock.
+    """An ``ExchangeSource`` over in-memory aggTrade records with Binance's paging rules, on a given clock.
 
     ``faults`` are raised, in order, by the next calls (a 429 as ``RateLimited``, an HTML page as ``BadAnswer``...);
     ``calls`` records (clock seconds, symbol, arguments) of every call.

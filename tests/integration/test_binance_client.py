@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.adapters import cassettes
-from pipeline.adapters.binance import BinanceClient, ExchangeUnavailable, RateLimited, make_session
-from pipeline.errors import ExchangeError
+from pipeline.adapters.binance import BinanceClient, make_session
+from pipeline.errors import ExchangeError, ExchangeUnavailable, RateLimited
 from tests.cassette_builder import answer, write
 
 URI = "/api/v3/aggTrades?symbol=BTCUSDT&fromId=5&limit=1000"

@@ -10,9 +10,9 @@ from decimal import Decimal
 import pytest
 import requests
 
-from pipeline.adapters.binance import BadAnswer, BinanceClient, ExchangeUnavailable, RateLimited, make_session
+from pipeline.adapters.binance import BinanceClient, make_session
 from pipeline.core.trades import Trade, invalid_reason, parse_rest, parse_rest_page
-from pipeline.errors import ExchangeError
+from pipeline.errors import BadAnswer, ExchangeError, ExchangeUnavailable, RateLimited
 from tests.sim_binance import SimBinance, SimMarket
 
 pytestmark = pytest.mark.timeout(60)

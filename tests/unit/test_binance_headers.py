@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import requests
 
-from pipeline import poller, producer
+from pipeline import poller
 from pipeline.adapters.binance import (
     MAX_RETRY_AFTER_S,
     BinanceClient,
@@ -21,6 +21,7 @@ from pipeline.adapters.binance import (
     _server_time_ms,
     make_session,
 )
+from pipeline.core.counters import Counters
 from pipeline.errors import ConfigError
 
 
@@ -118,7 +119,7 @@ def test_a_503s_retry_after_is_waited_out_where_a_stop_cuts_it(scripted: _Script
     stopping = threading.Event()
     client = BinanceClient(session=make_session(), base_url=scripted.url, sleep=stopping.wait)
     states = poller.start_states(["BTCUSDT"], {}, int(time.time() * 1000))
-    counters = producer.Counters()
+    counters = Counters()
     worker = threading.Thread(target=lambda: list(poller.poll(client, states, counters, lag_ms=5_000,
                                                               sleep=stopping.wait, stop=stopping.is_set)),
                               daemon=True)

@@ -10,12 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import poller, producer
-from pipeline.adapters.binance import BadAnswer, ExchangeUnavailable, RateLimited
+from pipeline import poller
 from pipeline.adapters.memory import InMemoryExchange
+from pipeline.core.counters import Counters
 from pipeline.core.messages import Heartbeat, ResumePoint
 from pipeline.core.trades import Trade
-from pipeline.errors import ExchangeError
+from pipeline.errors import BadAnswer, ExchangeError, ExchangeUnavailable, RateLimited
 
 T0 = 1_767_268_800_000  # 2026-01-01T12:00:00Z
 LAG_MS = 5_000
@@ -32,8 +32,8 @@ def records(rate_per_s: float, minutes: int, seed: int, first_id: int = 1_000) -
 
 
 def run(exchange: InMemoryExchange, clock: poller.VirtualClock, states: dict[str, poller.SymbolState],
-        until_s: float, counters: producer.Counters | None = None) -> list[Trade | Heartbeat]:
-    return list(poller.poll(exchange, states, counters or producer.Counters(), lag_ms=LAG_MS, poll_interval_s=1.0,
+        until_s: float, counters: Counters | None = None) -> list[Trade | Heartbeat]:
+    return list(poller.poll(exchange, states, counters or Counters(), lag_ms=LAG_MS, poll_interval_s=1.0,
                             clock=clock, sleep=clock.sleep, stop=lambda: clock() >= until_s))
 
 
@@ -75,7 +75,7 @@ def test_faults_delay_but_never_break_coverage(faults: list[str], seed: int) -> 
     made = {"429": lambda: RateLimited("429", 7.0, banned=False), "418": lambda: RateLimited("418", 60.0, True),
             "bad": lambda: BadAnswer("<html>"), "down": lambda: ExchangeUnavailable("503")}
     exchange = InMemoryExchange(served, clock, [made[f]() for f in faults])
-    counters = producer.Counters()
+    counters = Counters()
     items = run(exchange, clock, poller.start_states(served, {}, T0), clock() + 400, counters)
     assert_coverage_honest(items, served)
     trades = [i for i in items if isinstance(i, Trade)]
@@ -98,7 +98,7 @@ def test_no_request_while_a_5xx_retry_after_runs() -> None:
     served = {"BTCUSDT": records(1, 1, seed=3)}
     clock = poller.VirtualClock((T0 + 60_000) / 1000)
     exchange = InMemoryExchange(served, clock, [ExchangeUnavailable("503", retry_after_s=45.0)])
-    counters = producer.Counters()
+    counters = Counters()
     run(exchange, clock, poller.start_states(served, {}, T0), clock() + 50, counters)
     times = [c[0] for c in exchange.calls]
     assert times[1] - times[0] >= 45.0 and counters.exchange_errors == 1
@@ -150,7 +150,7 @@ def test_the_resume_check_waits_out_faults_like_polling_does() -> None:
     served = {"BTCUSDT": records(5, 1, seed=6)}
     clock = poller.VirtualClock((T0 + 60_000) / 1000)
     exchange = InMemoryExchange(served, clock, [RateLimited("429", 2.0, banned=False), BadAnswer("<html>")])
-    counters = producer.Counters()
+    counters = Counters()
     newest = served["BTCUSDT"][-1]["a"]
     assert poller.check_resume(exchange, {"BTCUSDT": ResumePoint(newest, T0)}, 10, counters, sleep=clock.sleep) == {}
     assert counters.exchange_errors == 2 and len(exchange.calls) == 3
@@ -194,14 +194,14 @@ def test_an_exchange_never_reached_since_start_is_a_configuration_error(exc: Exc
         run(source, clock, states, until_s=10_000.0)  # type: ignore[arg-type]
     assert poller.NEVER_REACHED_S <= clock() - 1_000.0 < poller.NEVER_REACHED_S + poller.MAX_BACKOFF_S + 1
     with pytest.raises(poller.NeverReached):  # the resume check gives up the same way
-        poller.check_resume(source, {"BTCUSDT": ResumePoint(5, T0)}, 10, producer.Counters(),  # type: ignore[arg-type]
+        poller.check_resume(source, {"BTCUSDT": ResumePoint(5, T0)}, 10, Counters(),  # type: ignore[arg-type]
                             clock.sleep, clock=clock)
 
 
 def test_once_reached_an_outage_is_retried_however_long_it_lasts() -> None:
     clock = poller.VirtualClock(T0 / 1000)
     exchange = InMemoryExchange({"BTCUSDT": records(2.0, 3, seed=5)}, clock)
-    counters = producer.Counters()
+    counters = Counters()
     states = poller.start_states(["BTCUSDT"], {}, T0)
     run(exchange, clock, states, until_s=T0 / 1000 + 30, counters=counters)
     assert counters.answered
@@ -222,7 +222,7 @@ def test_trades_between_walks_pages_past_malformed_records_and_stops_at_the_rang
     records = [_record(i, start + i * 100) for i in range(1, 3_500)]
     records[500]["p"] = "not a price"
     exchange = InMemoryExchange({"BTCUSDT": records}, clock=lambda: (start + 3_600_000) / 1000)
-    counters = producer.Counters()
+    counters = Counters()
     got = list(poller.trades_between(exchange, "BTCUSDT", start + 1_000, start + 250_000, counters))
     assert [t.agg_id for t in got] == [i for i in range(10, 2_500) if i != 501]
     assert counters.rejected == 1
@@ -242,4 +242,4 @@ def test_trades_between_refuses_a_full_page_with_no_usable_id() -> None:
 
     exchange.agg_trades = garbage  # type: ignore[method-assign]
     with pytest.raises(BadAnswer, match="without one usable agg id"):
-        list(poller.trades_between(exchange, "BTCUSDT", start, start + 60_000, producer.Counters()))
+        list(poller.trades_between(exchange, "BTCUSDT", start, start + 60_000, Counters()))

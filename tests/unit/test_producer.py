@@ -10,6 +10,7 @@ import pytest
 
 from pipeline import producer
 from pipeline.adapters.memory import InMemorySink
+from pipeline.core.counters import Counters
 from pipeline.core.messages import Heartbeat
 from pipeline.core.trades import Sequencer, Trade
 from pipeline.errors import ConfigError, ServiceError
@@ -20,7 +21,7 @@ def trade(agg_id: int, time_ms: int = 1_000, symbol: str = "BTCUSDT", price: str
 
 
 def test_publish_counts_only_acknowledged_valid_new_trades() -> None:
-    sink, counters = InMemorySink(), producer.Counters()
+    sink, counters = InMemorySink(), Counters()
     beat = Heartbeat("BTCUSDT", 0, 5_000)
     items = [trade(1), trade(2), trade(3, price="0"), trade(2), trade(6), beat, trade(7)]
     producer.publish(items, sink, Sequencer(), counters, batch_size=2)
@@ -31,14 +32,14 @@ def test_publish_counts_only_acknowledged_valid_new_trades() -> None:
 
 
 def test_publish_resumes_after_what_kafka_has() -> None:
-    sink, counters = InMemorySink(), producer.Counters()
+    sink, counters = InMemorySink(), Counters()
     producer.publish([trade(i) for i in range(1, 11)], sink, Sequencer({"BTCUSDT": 7}), counters)
     assert [t.agg_id for t in sink.trades] == [8, 9, 10]
     assert counters.duplicates == 7 and counters.gaps == 0
 
 
 def test_a_failed_flush_is_raised_and_not_counted() -> None:
-    sink, counters = InMemorySink(), producer.Counters()
+    sink, counters = InMemorySink(), Counters()
     sink.fail_with = ServiceError("broker gone")
     with pytest.raises(ServiceError):
         producer.publish([trade(1), trade(2)], sink, Sequencer(), counters)
@@ -92,7 +93,7 @@ def test_a_stop_cuts_a_long_pace_wait() -> None:
 
 def test_a_stop_cuts_a_paced_publish() -> None:
     """What a replay does: ``publish`` with a pacer and the stop flag the CLI's signal handler sets."""
-    stopping, sink, counters = threading.Event(), InMemorySink(), producer.Counters()
+    stopping, sink, counters = threading.Event(), InMemorySink(), Counters()
     threading.Timer(0.2, stopping.set).start()
     started = time.monotonic()
     producer.publish([trade(1, 0), trade(2, 10), trade(3, 20)], sink, Sequencer(), counters,

@@ -9,6 +9,8 @@ from decimal import Decimal
 from pathlib import Path
 
 from pipeline import demo, status
+from pipeline.adapters import checkpoint
+from pipeline.adapters.mysql import ledger
 
 
 def _batch(checkpoint: Path, n: int, ends: dict[str, dict[str, int]], committed: bool) -> None:
@@ -21,16 +23,16 @@ def _batch(checkpoint: Path, n: int, ends: dict[str, dict[str, int]], committed:
 
 
 def test_the_checkpoint_gives_the_newest_committed_batchs_end_offsets(tmp_path: Path) -> None:
-    assert status.checkpoint_offsets(tmp_path / "none") is None
+    assert checkpoint.committed_ends(tmp_path / "none") is None
     _batch(tmp_path, 9, {"t": {"0": 10, "1": 4}}, committed=True)
     _batch(tmp_path, 10, {"t": {"0": 25, "1": 4}}, committed=True)
     _batch(tmp_path, 11, {"t": {"0": 40, "1": 9}}, committed=False)  # planned, not committed: not counted
-    assert status.checkpoint_offsets(tmp_path) == {"t": {0: 25, 1: 4}}
+    assert checkpoint.committed_ends(tmp_path) == {"t": {0: 25, 1: 4}}
 
 
 def test_the_ledger_gives_one_past_the_highest_offset_read_per_partition() -> None:
     texts = ["t/0:0-99 t/1:0-9 other/0:0-500", "t/0:100-149", "", "t/2:5-5 t.x/0:0-999"]
-    assert status.ledger_offsets(texts, "t") == {0: 150, 1: 10, 2: 6}
+    assert ledger.read_ends(texts, "t") == {0: 150, 1: 10, 2: 6}
 
 
 def test_the_screen_names_every_problem_and_says_ok_only_without_any() -> None:

@@ -64,3 +64,15 @@ def run_totals(url: MysqlUrl, run_id: str) -> BatchCounts:
         return BatchCounts(*(int(v) for v in cur.fetchone()))
 
 
+def read_ends(offsets_texts: list[str], topic: str) -> dict[int, int]:
+    """Per partition of ``topic``, one past the highest offset the ledger's batches read ("topic/p:a-b ...")."""
+    out: dict[int, int] = {}
+    for text in offsets_texts:
+        for part in (text or "").split():
+            name, _, span = part.rpartition(":")
+            where, _, partition = name.rpartition("/")
+            if where != topic or not partition.isdigit() or "-" not in span:
+                continue
+            last = int(span.split("-")[1])
+            out[int(partition)] = max(out.get(int(partition), 0), last + 1)
+    return out
