@@ -1,31 +1,105 @@
-"""The composition root: the one place that builds real adapters from ``Settings`` (connections from the
-environment first, then from the running local stack): the Kafka producer, the SparkSession with its connector,
-the streaming job. Commands, ``spark-submit``'s entry point and the demo call these, never each other; the core and
-the Spark code below them import nothing from here, the CLI or the local stack."""
+"""The composition root: the one place that builds real adapters from ``Settings``. Connections are resolved once
+(the environment first, then the running local stack) and handed to commands as a ``commands.context.Context``;
+nothing below imports this module or ``services.stack``. Its callers are the entry points only: ``pipeline.cli``,
+``spark-submit``'s ``pipeline.submit`` and the bench's Spark floor."""
 
 from __future__ import annotations
 
 import dataclasses
-import sys
-import threading
+import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.settings import DEFAULT_TRIGGER_SECONDS, Settings
+from pipeline.errors import ServiceError
+from pipeline.settings import MysqlUrl, Settings
 
 if TYPE_CHECKING:  # imported where used: `pipeline --help` must not load Kafka or Spark
+    from pipeline.adapters.binance import BinanceClient
     from pipeline.adapters.kafka_io import TradeSink
-    from pipeline.spark.writer import JobSummary
+    from pipeline.services.stack import LocalStack
 
 
-def trade_sink(settings: Settings) -> tuple[str, TradeSink]:
-    """The Kafka bootstrap and a producer of the settings' topic (created, with its partitions, if missing)."""
-    from pipeline.adapters import kafka_io
-    from pipeline.services import stack
+class Root:
+    """Implements ``commands.context.Context`` over real services."""
 
-    bootstrap, options = stack.kafka_bootstrap(settings), settings.kafka_client_options()
-    kafka_io.ensure_topic(bootstrap, settings.topic, settings.topic_partitions, options=options)
-    return bootstrap, kafka_io.TradeSink(bootstrap, settings.topic, options=options)
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @functools.cached_property
+    def _stack_settings(self) -> Settings:
+        """The settings with what the environment left out filled in from the running local stack (read once)."""
+        from pipeline.services import stack
+
+        if stack.external(self.settings) is not None:
+            return self.settings
+        state = stack.read_state(self.settings)
+        if state is None:
+            return self.settings
+        conns = stack.connections(self.settings)
+        return self.settings.with_connections(conns.kafka_bootstrap, conns.mysql_url, conns.mysql_admin_url,
+                                              conns.mysql_read_url)
+
+    def _missing(self, variable: str) -> ServiceError:
+        return ServiceError(f"{variable} is not set and no local stack is running: run `pipeline stack up` or set it")
+
+    def kafka_bootstrap(self) -> str:
+        bootstrap = self._stack_settings.kafka_bootstrap
+        if bootstrap is None:
+            raise self._missing("PIPELINE_KAFKA_BOOTSTRAP")
+        return bootstrap
+
+    def mysql_url(self) -> MysqlUrl:
+        url = self._stack_settings.mysql_url
+        if url is None:
+            raise self._missing("PIPELINE_MYSQL_URL")
+        return url
+
+    def mysql_read_url(self) -> MysqlUrl:
+        url = self._stack_settings.read_url()
+        if url is None:
+            raise self._missing("PIPELINE_MYSQL_READ_URL / PIPELINE_MYSQL_URL")
+        return url
+
+    def mysql_admin_url(self) -> MysqlUrl | None:
+        return self._stack_settings.mysql_admin_url
+
+    def checkpoint(self, name: str = "checkpoint") -> Path | str:
+        from pipeline.services import stack
+
+        return stack.checkpoint_dir(self.settings, name)
+
+    def resolved(self) -> Settings:
+        return dataclasses.replace(self._stack_settings, kafka_bootstrap=self.kafka_bootstrap(),
+                                   mysql_url=self.mysql_url(), checkpoint_dir=self.checkpoint())
+
+    def sink(self) -> TradeSink:
+        from pipeline.adapters import kafka_io
+
+        bootstrap, options = self.kafka_bootstrap(), self.settings.kafka_client_options()
+        kafka_io.ensure_topic(bootstrap, self.settings.topic, self.settings.topic_partitions, options=options)
+        return kafka_io.TradeSink(bootstrap, self.settings.topic, options=options)
+
+    def exchange(self, base_url: str, *, weight_budget: int | None = None, timeout_s: tuple[float, float] | None = None,
+                 sleep: Callable[[float], None] | None = None) -> BinanceClient:
+        from pipeline.adapters.binance import BinanceClient, make_session
+
+        given: dict[str, Any] = {"weight_budget": weight_budget, "timeout_s": timeout_s, "sleep": sleep}
+        return BinanceClient(session=make_session(), base_url=base_url,
+                             **{k: v for k, v in given.items() if v is not None})
+
+    def spark(self, app_name: str = "pipeline") -> Any:
+        from pipeline.spark import session
+
+        s = self.settings
+        jars = [] if session.connector_given() else connector_jars(s.cache_dir)
+        return session.spark_session(jars, s.cache_dir, app_name, None, s.spark_driver_memory, s.spark_log_level,
+                                     default_master=s.spark_master)
+
+    def stack(self) -> LocalStack:
+        from pipeline.services.stack import LocalStack
+
+        return LocalStack(self.settings)
 
 
 def connector_jars(cache_dir: Path) -> list[Path]:
@@ -40,27 +114,3 @@ def connector_jars(cache_dir: Path) -> list[Path]:
     jars = maven.resolve(cache_dir, f"spark-kafka-{version}",
                          [f"org.apache.spark:spark-sql-kafka-0-10_2.13:{version}"])
     return [j for j in jars if j.name.startswith(CONNECTOR_JARS)]
-
-
-def spark_session(settings: Settings, app_name: str = "pipeline", master: str | None = None) -> Any:
-    """The job's SparkSession as the settings say (master, driver memory, log level), with the connector."""
-    from pipeline.spark import session
-
-    jars = [] if session.connector_given() else connector_jars(settings.cache_dir)
-    return session.spark_session(jars, settings.cache_dir, app_name, master, settings.spark_driver_memory,
-                                 settings.spark_log_level, default_master=settings.spark_master)
-
-
-def process(settings: Settings, until_idle: bool, trigger_seconds: float = DEFAULT_TRIGGER_SECONDS,
-            stop: threading.Event | None = None) -> JobSummary:
-    """``pipeline process``: the streaming job on the settings' services (environment first, then the stack)."""
-    from pipeline.services import stack
-    from pipeline.spark import job
-
-    bootstrap, url = stack.kafka_bootstrap(settings), stack.mysql_url(settings)
-    # The schema owner migrates an outdated schema on start, if known; else the writer tries (ensure_schema).
-    settings = dataclasses.replace(settings, mysql_admin_url=stack.mysql_admin_url(settings))
-    checkpoint = stack.checkpoint_dir(settings)
-    print(f"process: {settings.topic} at {bootstrap} -> {url} (checkpoint {checkpoint})", file=sys.stderr)
-    return job.run(settings, bootstrap, url, checkpoint, until_idle=until_idle, trigger_seconds=trigger_seconds,
-                   stop=stop, spark=lambda: spark_session(settings))

@@ -4,27 +4,26 @@ The sink never reports a trade as published before the broker acknowledged it: `
 outstanding send and raises if any failed, so the caller advances only past confirmed data.
 
 Every client here (producer, resume reader, admin) takes the security settings (``PIPELINE_KAFKA_SECURITY_PROTOCOL``,
-SASL, TLS: ``Settings.kafka_client_options()``) as ``options``; a caller that passes none gets the environment's, so
-no client ever connects without them.
+SASL, TLS: ``Settings.kafka_client_options()``) as ``options``, handed down from the composition root; none means
+PLAINTEXT. Nothing here reads the environment.
 """
 
 from __future__ import annotations
 
 import logging
-import os
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
 from kafka.partitioner.default import murmur2
 
 from pipeline.core import coverage, messages
 from pipeline.core.trades import Trade
 from pipeline.errors import ServiceError
-from pipeline.settings import KafkaSecurity
 
 log = logging.getLogger(__name__)
 DEFAULT_PARTITIONS = 3
@@ -34,8 +33,8 @@ Options = Mapping[str, Any] | None
 
 
 def client_options(options: Options = None) -> dict[str, Any]:
-    """The security keyword arguments for a kafka-python client: ``options``, or else the environment's."""
-    return dict(options) if options is not None else KafkaSecurity.from_mapping(os.environ).client_options()
+    """The security keyword arguments for a kafka-python client (none: PLAINTEXT)."""
+    return dict(options or {})
 
 
 def replication_factor(brokers: int) -> int:
@@ -60,6 +59,27 @@ def ensure_topic(bootstrap: str, topic: str, partitions: int = DEFAULT_PARTITION
             admin.create_topics([NewTopic(topic, num_partitions=partitions,
                                           replication_factor=replication_factor(brokers))])
     except TopicAlreadyExistsError:
+        pass
+    except KafkaError as exc:
+        raise _unreachable(bootstrap, exc) from exc
+    finally:
+        admin.close()
+
+
+def delete_topics(bootstrap: str, topics: Iterable[str], options: Options = None, wait_s: float = 30.0) -> None:
+    """Delete those of ``topics`` that exist and wait (up to ``wait_s``) until the cluster no longer lists them."""
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30_000, **client_options(options))
+    except KafkaError as exc:
+        raise _unreachable(bootstrap, exc) from exc
+    try:
+        doomed = set(topics) & set(admin.list_topics())
+        if doomed:
+            admin.delete_topics(sorted(doomed), timeout_ms=int(wait_s * 1000))
+        deadline = time.monotonic() + wait_s
+        while doomed & set(admin.list_topics()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    except UnknownTopicOrPartitionError:
         pass
     except KafkaError as exc:
         raise _unreachable(bootstrap, exc) from exc

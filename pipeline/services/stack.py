@@ -252,3 +252,25 @@ def checkpoint_dir(settings: Settings, name: str = "checkpoint") -> Path | str:
     if state is not None and state.get("run_dir"):
         return Path(str(state["run_dir"])) / name
     return settings.state_dir / name
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalStack:
+    """The local stack of these settings, as the composition root hands it to ``pipeline stack`` and the demo."""
+
+    settings: Settings
+
+    def up(self) -> tuple[Connections, bool]:
+        return up(self.settings)
+
+    def down(self) -> bool:
+        return down(self.settings)
+
+    def status(self) -> tuple[str, list[ServiceStatus]]:
+        return status(self.settings)
+
+    def connections(self) -> Connections:
+        return connections(self.settings)
+
+    def external(self) -> Connections | None:
+        return external(self.settings)
