@@ -73,12 +73,13 @@ class Root:
         return dataclasses.replace(self._stack_settings, kafka_bootstrap=self.kafka_bootstrap(),
                                    mysql_url=self.mysql_url(), checkpoint_dir=self.checkpoint())
 
-    def sink(self) -> TradeSink:
+    def sink(self, topic: str | None = None) -> TradeSink:
         from pipeline.adapters import kafka_io
 
         bootstrap, options = self.kafka_bootstrap(), self.settings.kafka_client_options()
-        kafka_io.ensure_topic(bootstrap, self.settings.topic, self.settings.topic_partitions, options=options)
-        return kafka_io.TradeSink(bootstrap, self.settings.topic, options=options)
+        topic = topic or self.settings.topic
+        kafka_io.ensure_topic(bootstrap, topic, self.settings.topic_partitions, options=options)
+        return kafka_io.TradeSink(bootstrap, topic, options=options)
 
     def exchange(self, base_url: str, *, weight_budget: int | None = None, timeout_s: tuple[float, float] | None = None,
                  sleep: Callable[[float], None] | None = None) -> BinanceClient:
@@ -95,6 +96,9 @@ class Root:
         jars = [] if session.connector_given() else connector_jars(s.cache_dir)
         return session.spark_session(jars, s.cache_dir, app_name, None, s.spark_driver_memory, s.spark_log_level,
                                      default_master=s.spark_master)
+
+    def derive(self, settings: Settings) -> Root:
+        return Root(settings)
 
     def stack(self) -> LocalStack:
         from pipeline.services.stack import LocalStack

@@ -24,7 +24,6 @@ from pipeline.core.trades import Sequencer, Trade
 from pipeline.errors import InputError
 from pipeline.poller import VirtualClock, poll, start_states
 from pipeline.producer import Item, Pacer, Progress, publish, time_order
-from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -127,27 +126,25 @@ def open_sources(paths: list[Path], counters: Counters,
     return sources, lowest
 
 
-def already_published(bootstrap: str, topic: str, lowest: dict[str, int]) -> dict[str, list[tuple[int, int]]]:
+def already_published(bootstrap: str, topic: str, lowest: dict[str, int],
+                      options: kafka_io.Options = None) -> dict[str, list[tuple[int, int]]]:
     """Per symbol, the agg-id ranges of the sources that the topic already holds.
 
     A forward replay (every source id above the newest in the topic) needs only the newest ids, found by a short
     backward scan; a replay that overlaps or precedes them gets an exact scan, so it skips precisely the trades
     already there and publishes the rest (an older archive replayed after a newer one is not lost).
     """
-    newest = kafka_io.last_agg_ids(bootstrap, topic, lowest)
+    newest = kafka_io.last_agg_ids(bootstrap, topic, lowest, options=options)
     overlapping = [symbol for symbol, low in lowest.items() if symbol in newest and low <= newest[symbol]]
-    return kafka_io.published_ranges(bootstrap, topic, overlapping) if overlapping else {}
+    return kafka_io.published_ranges(bootstrap, topic, overlapping, options=options) if overlapping else {}
 
 
-def publish_items(settings: Settings, items: Iterable[Item], lowest: dict[str, int], counters: Counters, *,
-                  speed: float | None, stop: Callable[[], bool], progress: Progress | None = None) -> None:
-    """Publish what ``open_sources`` validated to the settings' topic, at ``speed`` (None: as fast as Kafka takes
-    it), skipping what the topic already holds."""
-    from pipeline import compose
-
-    bootstrap, sink = compose.trade_sink(settings)
+def publish_items(sink: kafka_io.TradeSink, published: dict[str, list[tuple[int, int]]], items: Iterable[Item],
+                  counters: Counters, *, speed: float | None, stop: Callable[[], bool],
+                  progress: Progress | None = None) -> None:
+    """Publish what ``open_sources`` validated into ``sink`` at ``speed`` (None: as fast as Kafka takes it),
+    skipping the ``published`` ranges (``already_published``); closes the sink."""
     try:
-        published = already_published(bootstrap, settings.topic, lowest)
         publish(items, sink, Sequencer(published=published), counters, pacer=Pacer(speed), progress=progress,
                 stop=stop)
     finally:

@@ -37,8 +37,8 @@ class Context(Protocol):
     def resolved(self) -> Settings:
         """The settings with every connection filled in, for a child process's environment or the Spark job."""
 
-    def sink(self) -> TradeSink:
-        """A producer of the settings' topic (created with its partitions if missing)."""
+    def sink(self, topic: str | None = None) -> TradeSink:
+        """A producer of ``topic`` (default: the settings'), created with the settings' partitions if missing."""
 
     def exchange(self, base_url: str, *, weight_budget: int | None = None, timeout_s: tuple[float, float] | None = None,
                  sleep: Callable[[float], None] | None = None) -> BinanceClient:
@@ -46,6 +46,9 @@ class Context(Protocol):
 
     def spark(self, app_name: str = "pipeline") -> Any:
         """The SparkSession as the settings say (master, driver memory, log level), with the Kafka connector."""
+
+    def derive(self, settings: Settings) -> Context:
+        """A context over other settings (a private topic, the demo's own database): resolved afresh."""
 
     def stack(self) -> LocalStack:
         """The local stack (start, stop, status) for ``pipeline stack`` and the demo."""

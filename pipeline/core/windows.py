@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable
+from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Context, Decimal
+from typing import TypedDict
 
 from pipeline.core.trades import Trade, invalid_reason
 
@@ -111,6 +113,27 @@ class WindowRow:
     vwap: Decimal
     trade_count: int
     agg_trade_count: int
+
+
+class WindowRecord(TypedDict):
+    """A row of ``moving_averages`` as read back, keyed by column: the numbers and what the writer owns."""
+
+    symbol: str
+    start_time: datetime  # naive UTC
+    end_time: datetime
+    average_price: Decimal
+    open_price: Decimal
+    high_price: Decimal
+    low_price: Decimal
+    close_price: Decimal
+    volume: Decimal
+    quote_volume: Decimal
+    vwap: Decimal
+    trade_count: int
+    agg_trade_count: int
+    is_final: int
+    late_trade_count: int
+    updated_at: datetime
 
 
 def quotient(numerator: Decimal, denominator: Decimal | int) -> Decimal:

@@ -31,11 +31,10 @@ KAFKA_SCHEMA = ("key binary, value binary, topic string, partition int, offset l
 
 @pytest.fixture(scope="module")
 def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from pipeline.compose import spark_session
+    from pipeline.compose import Root
     from pipeline.settings import Settings
 
-    session = spark_session(Settings.from_mapping({}), app_name="pipeline-property-tests",
-                            master="local[2]")
+    session = Root(Settings.from_mapping({"PIPELINE_SPARK_MASTER": "local[2]"})).spark("pipeline-property-tests")
     yield session
 
 

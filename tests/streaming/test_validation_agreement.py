@@ -59,10 +59,10 @@ def hostile_message(draw: st.DrawFn) -> bytes:
 
 @pytest.fixture(scope="module")
 def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from pipeline.compose import spark_session
+    from pipeline.compose import Root
     from pipeline.settings import Settings
 
-    yield spark_session(Settings.from_mapping({}), app_name="pipeline-validation-tests", master="local[2]")
+    yield Root(Settings.from_mapping({"PIPELINE_SPARK_MASTER": "local[2]"})).spark("pipeline-validation-tests")
 
 
 PUBLISHED = datetime(2026, 1, 1, 12, 1, tzinfo=UTC)  # the Kafka timestamp of every message here

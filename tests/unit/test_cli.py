@@ -43,7 +43,7 @@ def test_unexpected_failures_are_one_line_unless_verbose(monkeypatch: pytest.Mon
     def boom(*_args: object) -> int:
         raise RuntimeError("something nobody planned for")
 
-    monkeypatch.setattr(cli, "_stack", boom)
+    monkeypatch.setattr(cli.stack, "run", boom)
     assert main(["stack", "status"]) == 70
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "RuntimeError: something nobody planned for" in err
@@ -65,14 +65,15 @@ def no_services(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Reaching Kafka, MySQL, Spark or an exchange fails the command with 70 (an AssertionError), never 2."""
     import requests
 
-    from pipeline import backfill, compose, status
+    from pipeline.compose import Root
 
     def contacted(*_args: object, **_kwargs: object) -> NoReturn:
         raise AssertionError("a service was contacted")
 
-    for module, name in ((compose, "trade_sink"), (compose, "process"), (backfill, "run"),
-                         (backfill, "exchange_trades"), (status, "gather"), (requests.Session, "send")):
-        monkeypatch.setattr(module, name, contacted)
+    # Every connection a command makes comes from the composition root; and an exchange answers over requests.
+    for owner, name in ((Root, "kafka_bootstrap"), (Root, "mysql_url"), (Root, "mysql_read_url"), (Root, "sink"),
+                        (Root, "spark"), (Root, "stack"), (requests.Session, "send")):
+        monkeypatch.setattr(owner, name, contacted)
     monkeypatch.chdir(tmp_path)
 
 

@@ -8,9 +8,9 @@ from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 
-from pipeline import demo, status
 from pipeline.adapters import checkpoint
 from pipeline.adapters.mysql import ledger
+from pipeline.commands import demo, status
 
 
 def _batch(checkpoint: Path, n: int, ends: dict[str, dict[str, int]], committed: bool) -> None:

@@ -1,18 +1,76 @@
-"""Reads: the rows and figures that status, reconcile, the demo and the bench show. Typed rows, not dicts."""
+"""Reads: the rows and figures that report, status, reconcile, the demo and the bench show, as typed rows."""
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from datetime import datetime
+from typing import Any, cast
 
+from pipeline.adapters.checkpoint import QUERY
 from pipeline.adapters.mysql.connection import transaction
 from pipeline.adapters.mysql.state import WINDOW_COLUMNS
+from pipeline.core import times
+from pipeline.core.windows import WindowRecord
 from pipeline.settings import MysqlUrl
 
 
-def read_windows(url: MysqlUrl, symbol: str | None = None) -> list[dict[str, Any]]:
+def _records(cur: Any) -> list[WindowRecord]:
+    return [cast(WindowRecord, dict(zip(WINDOW_COLUMNS, row, strict=True))) for row in cur.fetchall()]
+
+
+def read_windows(url: MysqlUrl, symbol: str | None = None) -> list[WindowRecord]:
+    """Every row of ``moving_averages`` (or one symbol's), by symbol and start."""
     with transaction(url) as cur:
         where, params = ("WHERE symbol = %s", (symbol,)) if symbol else ("", ())
         cur.execute(f"SELECT {', '.join(WINDOW_COLUMNS)} FROM moving_averages {where} ORDER BY symbol, start_time",
                     params)
-        return [dict(zip(WINDOW_COLUMNS, row, strict=True)) for row in cur.fetchall()]
+        return _records(cur)
 
+
+def windows_between(url: MysqlUrl, symbol: str, start_ms: int, end_ms: int) -> dict[int, WindowRecord]:
+    """One symbol's rows with ``start_ms <= start < end_ms``, by start ms."""
+    with transaction(url) as cur:
+        cur.execute(f"SELECT {', '.join(WINDOW_COLUMNS)} FROM moving_averages WHERE symbol = %s "
+                    "AND start_time >= %s AND start_time < %s ORDER BY start_time",
+                    (symbol, times.utc(start_ms), times.utc(end_ms)))
+        return {times.ms(r["start_time"]): r for r in _records(cur)}
+
+
+@dataclasses.dataclass(frozen=True)
+class LastBatch:
+    batch_id: int
+    applied_at: datetime  # naive UTC
+    trades_merged: int
+
+
+@dataclasses.dataclass(frozen=True)
+class StatusFigures:
+    """What ``pipeline status`` shows from MySQL."""
+
+    windows_open: int
+    windows_final: int
+    late_trades: int
+    quarantined: int
+    ledger_offsets: list[str]  # the newest 200 batches' offsets, newest first (``ledger.read_ends`` reads them)
+    last_batch: LastBatch | None
+    coverage: list[tuple[str, int]]  # per symbol, the end (ms) of its newest coverage
+
+
+def status_figures(url: MysqlUrl) -> StatusFigures:
+    with transaction(url) as cur:
+        cur.execute("SELECT is_final, COUNT(*), COALESCE(SUM(late_trade_count), 0) FROM moving_averages "
+                    "GROUP BY is_final")
+        counts = {bool(final): (int(n), int(late)) for final, n, late in cur.fetchall()}
+        cur.execute("SELECT COUNT(*) FROM quarantine")
+        quarantined = int(cur.fetchone()[0])
+        cur.execute("SELECT batch_id, applied_at, offsets, trades_merged FROM pipeline_batches "
+                    "WHERE query_name = %s ORDER BY id DESC LIMIT 200", (QUERY,))
+        batches = cur.fetchall()
+        cur.execute("SELECT symbol, MAX(last_ms) FROM pipeline_coverage GROUP BY symbol ORDER BY symbol")
+        coverage = [(str(s), int(last)) for s, last in cur.fetchall()]
+    return StatusFigures(
+        windows_open=counts.get(False, (0, 0))[0], windows_final=counts.get(True, (0, 0))[0],
+        late_trades=sum(late for _, late in counts.values()), quarantined=quarantined,
+        ledger_offsets=[row[2] for row in batches],
+        last_batch=LastBatch(int(batches[0][0]), batches[0][1], int(batches[0][3])) if batches else None,
+        coverage=coverage)

@@ -10,6 +10,7 @@ whatever earlier runs left behind and whatever ``PIPELINE_KAFKA_BOOTSTRAP`` / ``
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
 import os
@@ -20,18 +21,21 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pipeline.commands import signals
+from pipeline.commands.context import Context
+from pipeline.core import times
 from pipeline.core.trades import Trade, invalid_reason
+from pipeline.core.windows import WindowRecord
 from pipeline.errors import ConfigError, ServiceError
 from pipeline.settings import DEFAULT_SYMBOLS, KafkaSecurity, Settings
 
 DATABASE = "pipeline_demo"
 TOPIC = "demo.aggtrades"
 DEFAULT_SPEED = "10x"  # the 21 recorded minutes in about two minutes
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "cassettes"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "cassettes"
 _CONNECTION_VARIABLES = ("PIPELINE_KAFKA_", "PIPELINE_MYSQL_", "PIPELINE_TOPIC", "PIPELINE_CHECKPOINT_DIR",
                          "PIPELINE_SYMBOLS")
 
@@ -63,7 +67,7 @@ class Watch:
 
 
 def _hhmm(ms: int | None) -> str:
-    return "--:--:--" if ms is None else datetime.fromtimestamp(ms / 1000, UTC).strftime("%H:%M:%S")
+    return "--:--:--" if ms is None else times.utc(ms).strftime("%H:%M:%S")
 
 
 def view(rows: Sequence[Mapping[str, Any]], watch: Watch, published: int, job_state: str) -> Any:
@@ -110,14 +114,13 @@ def view(rows: Sequence[Mapping[str, Any]], watch: Watch, published: int, job_st
 class Demo:
     """One run: its settings (the local stack's services, the demo's names), its child job and replay thread."""
 
-    def __init__(self, settings: Settings, speed: str, out_dir: Path,
-                 step: Callable[[str], None] | None = None) -> None:
+    def __init__(self, ctx: Context, speed: str, out_dir: Path, step: Callable[[str], None] | None = None) -> None:
         from pipeline import producer
 
         self.speed = producer.parse_speed(speed)
         self.speed_text = speed
         self.out_dir = out_dir
-        self.base = settings
+        self.ctx = ctx
         self.step = step or (lambda text: print(text, file=sys.stderr, flush=True))
         self.stop = threading.Event()
         self.job: subprocess.Popen[bytes] | None = None
@@ -127,62 +130,39 @@ class Demo:
 
     def start_stack(self) -> Settings:
         """The local stack (started if needed), never the services the environment points at."""
-        from pipeline.services import provision, stack
+        from pipeline.services import provision
 
-        if stack.external(self.base) is not None:
+        if self.ctx.stack().external() is not None:
             self.step("    PIPELINE_KAFKA_BOOTSTRAP / PIPELINE_MYSQL_URL are set: the demo leaves those services "
                       "alone and uses the local stack")
         # Spark too runs here: executors elsewhere (PIPELINE_SPARK_MASTER) could not reach the local stack.
-        local = dataclasses.replace(self.base, kafka_bootstrap=None, mysql_url=None, mysql_admin_url=None,
-                                    mysql_read_url=None, kafka_security=KafkaSecurity(), checkpoint_dir=None,
-                                    spark_master=None)
+        local = self.ctx.derive(dataclasses.replace(
+            self.ctx.settings, kafka_bootstrap=None, mysql_url=None, mysql_admin_url=None, mysql_read_url=None,
+            kafka_security=KafkaSecurity(), checkpoint_dir=None, spark_master=None))
         provision.ensure(self.step)  # a fresh Debian machine lacks the MySQL server (and maybe Java or Maven)
-        conns, _ = stack.up(local)
+        conns, _ = local.stack().up()
         if conns.mysql_admin_url is None:
             raise ServiceError("the local stack has no schema-owner account; recreate it with `pipeline stack down` "
                                "and `pipeline stack up`")
         reader = conns.mysql_read_url or conns.mysql_url
         self.settings = dataclasses.replace(
-            local, symbols=DEFAULT_SYMBOLS, topic=TOPIC, kafka_bootstrap=conns.kafka_bootstrap,
+            local.settings, symbols=DEFAULT_SYMBOLS, topic=TOPIC, kafka_bootstrap=conns.kafka_bootstrap,
             mysql_url=conns.mysql_url.with_database(DATABASE),
             mysql_admin_url=conns.mysql_admin_url.with_database(DATABASE),
             mysql_read_url=reader.with_database(DATABASE),
-            checkpoint_dir=stack.checkpoint_dir(local, "demo-checkpoint"))
+            checkpoint_dir=local.checkpoint("demo-checkpoint"))
         self.step(f"    kafka {conns.kafka_bootstrap}, mysql {self.settings.mysql_url}")
         return self.settings
 
     def reset(self) -> None:
         """Empty the demo's database, topic and checkpoint: each run starts from nothing."""
-        import pymysql
-        from kafka.admin import KafkaAdminClient
-        from kafka.errors import KafkaError, UnknownTopicOrPartitionError
-
         from pipeline.adapters import kafka_io
-        from pipeline.adapters.mysql import migrations
+        from pipeline.adapters.mysql import admin
 
         demo = self._settings()
         assert demo.mysql_admin_url is not None and demo.kafka_bootstrap is not None
-        try:
-            with pymysql.connect(**demo.mysql_admin_url.connect_arguments(database=False), autocommit=True) as conn, \
-                    conn.cursor() as cur:
-                cur.execute(f"DROP DATABASE IF EXISTS `{DATABASE}`")
-                cur.execute(f"CREATE DATABASE `{DATABASE}`")
-        except pymysql.err.MySQLError as exc:
-            raise ServiceError(f"demo: could not recreate database {DATABASE}: {exc.args[-1]}") from exc
-        migrations.migrate_schema(demo.mysql_admin_url, "the local stack's schema owner")
-        admin = KafkaAdminClient(bootstrap_servers=demo.kafka_bootstrap, request_timeout_ms=30_000)
-        try:
-            if TOPIC in set(admin.list_topics()):
-                admin.delete_topics([TOPIC], timeout_ms=30_000)
-                deadline = time.monotonic() + 30
-                while TOPIC in set(admin.list_topics()) and time.monotonic() < deadline:
-                    time.sleep(0.2)
-        except UnknownTopicOrPartitionError:
-            pass
-        except KafkaError as exc:
-            raise ServiceError(f"demo: could not delete topic {TOPIC}: {exc}") from exc
-        finally:
-            admin.close()
+        admin.fresh_database(demo.mysql_admin_url, DATABASE)
+        kafka_io.delete_topics(demo.kafka_bootstrap, [TOPIC])
         kafka_io.ensure_topic(demo.kafka_bootstrap, TOPIC, demo.topic_partitions)
         if isinstance(demo.checkpoint_dir, Path):
             shutil.rmtree(demo.checkpoint_dir, ignore_errors=True)
@@ -208,12 +188,12 @@ class Demo:
         return log
 
     def start_replay(self, items: list[Any], lowest: dict[str, int], watch: Watch, counters: Any) -> threading.Thread:
-        from pipeline import replay
+        from pipeline.commands.replay import publish
 
         def run() -> None:
             try:
-                replay.publish_items(self._settings(), watch.tap(items), lowest, counters, speed=self.speed,
-                                     stop=self.stop.is_set)
+                publish(self.ctx.derive(self._settings()), TOPIC, watch.tap(items), lowest, counters, self.speed,
+                        self.stop.is_set)
             except Exception as exc:  # noqa: BLE001 - shown on the screen and ends the demo with an error
                 watch.replay_error = f"{type(exc).__name__}: {exc}"
             finally:
@@ -242,28 +222,19 @@ class Demo:
                 os.killpg(self.job.pid, signal.SIGKILL)
 
 
-def _interrupt_on_termination() -> None:
-    """SIGTERM and SIGHUP (``timeout``, a closed terminal) end the demo as Ctrl-C does: through its clean-up."""
-    def interrupt(_signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupt)
-    signal.signal(signal.SIGHUP, interrupt)
-
-
 NO_ROWS_S = 240.0  # the job has written nothing this long after it started: something is wrong (see its log)
 AFTER_REPLAY_S = 180.0  # the replay ended this long ago and windows are still missing or open
 
 
 def _watch_until_final(demo: Demo, watch: Watch, counters: Any, reader: Any, expected: int, console: Any,
-                       step: Callable[[str], None]) -> list[dict[str, Any]]:
+                       step: Callable[[str], None]) -> list[WindowRecord]:
     """Show the rows as they form until every window the replay fills is in MySQL and final (or the job stops,
     or nothing moves within the deadlines); returns the last rows read."""
     from rich.live import Live
 
     from pipeline.adapters.mysql import reads
 
-    rows: list[dict[str, Any]] = []
+    rows: list[WindowRecord] = []
     last_line, job_started = 0.0, time.monotonic()
     replay_ended: float | None = None
     # On a terminal the live view; elsewhere (a log, CI) a progress line every 10 s.
@@ -297,44 +268,71 @@ def _watch_until_final(demo: Demo, watch: Watch, counters: Any, reader: Any, exp
                 return rows
 
 
-def run(settings: Settings, speed: str, out_dir: Path) -> int:
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="start the stack; replay the bundled recording into the running Spark job and "
+                                    "watch minutes form live; show the result")
+    p.add_argument("--speed", default=DEFAULT_SPEED, help="replay pace (default 10x: the 21 recorded minutes in "
+                                                           "about two minutes; max: as fast as possible)")
+    p.add_argument("--out-dir", default="out", help="where the PNG and HTML go (default: ./out)")
+    p.set_defaults(func=lambda args, ctx: run(ctx, args.speed, Path(args.out_dir)))
+
+
+@dataclasses.dataclass
+class Replayed:
+    """The bundled recording, opened: what is published, and what the job must make of it."""
+
+    items: list[Any]
+    lowest: dict[str, int]
+    counters: Any
+    expected: int  # the windows the replay fills
+    symbols: int
+    watch: Watch
+
+
+def _open(sources: list[Path], watermark_s: int, started: float) -> Replayed:
+    from pipeline import producer, replay
+    from pipeline.core.counters import Counters
+
+    counters = Counters()
+    opened, lowest = replay.open_sources(sources, counters, watermark_s * 1000)
+    items = list(producer.merge_by_time(opened))
+    trades = [i for i in items if isinstance(i, Trade) and invalid_reason(i) is None]
+    event_times = [t.event_time_ms for t in trades]
+    watch = Watch(total_trades=len(trades), first_ms=min(event_times), last_ms=max(event_times), started=started)
+    return Replayed(items, lowest, counters, len({(t.symbol, t.event_time_ms // 60_000) for t in trades}),
+                    len({t.symbol for t in trades}), watch)
+
+
+def run(ctx: Context, speed: str, out_dir: Path) -> int:
     """The whole demo; Ctrl-C stops everything it started and exits 0."""
     from rich.console import Console
 
-    from pipeline import producer, replay, report
-    from pipeline.core.counters import Counters
-
-    console = Console(stderr=True)
     started = time.monotonic()
 
     def step(text: str) -> None:
         print(f"[{time.monotonic() - started:5.1f}s] {text}", file=sys.stderr, flush=True)
 
     sources = bundled_cassettes()
-    demo = Demo(settings, speed, out_dir, step)
-    _interrupt_on_termination()
+    demo = Demo(ctx, speed, out_dir, step)
+    signals.interrupt_on_termination()
     thread: threading.Thread | None = None
-    rows: list[dict[str, Any]] = []
+    rows: list[WindowRecord] = []
+    replayed: Replayed | None = None
     interrupted = False
     try:
         step("1/4 starting Kafka and MySQL (first run downloads Kafka from Maven Central)")
         mine = demo.start_stack()
         demo.reset()
-        counters = Counters()
-        opened, lowest = replay.open_sources(sources, counters, mine.watermark_seconds * 1000)
-        items = list(producer.merge_by_time(opened))
-        trades = [i for i in items if isinstance(i, Trade) and invalid_reason(i) is None]
-        expected = len({(t.symbol, t.event_time_ms // 60_000) for t in trades})  # the windows the replay fills
-        times = [t.event_time_ms for t in trades]
-        watch = Watch(total_trades=len(trades), first_ms=min(times), last_ms=max(times), started=started)
-        step(f"2/4 the Spark job starts (about 15 s) while {len(trades):,} recorded trades of "
-             f"{len({t.symbol for t in trades})} symbols ({_hhmm(watch.first_ms)} to {_hhmm(watch.last_ms)} UTC) "
-             f"replay at {speed}")
+        replayed = _open(sources, mine.watermark_seconds, started)
+        watch = replayed.watch
+        step(f"2/4 the Spark job starts (about 15 s) while {watch.total_trades:,} recorded trades of "
+             f"{replayed.symbols} symbols ({_hhmm(watch.first_ms)} to {_hhmm(watch.last_ms)} UTC) replay at {speed}")
         log = demo.start_job()
-        thread = demo.start_replay(items, lowest, watch, counters)
+        thread = demo.start_replay(replayed.items, replayed.lowest, watch, replayed.counters)
         reader = mine.read_url()
         assert reader is not None
-        rows = _watch_until_final(demo, watch, counters, reader, expected, console, step)
+        rows = _watch_until_final(demo, watch, replayed.counters, reader, replayed.expected, Console(stderr=True),
+                                  step)
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -346,20 +344,27 @@ def run(settings: Settings, speed: str, out_dir: Path) -> int:
         if thread is not None:
             thread.join(timeout=30)
         signal.signal(signal.SIGINT, signal.default_int_handler)
-    if interrupted:
+    if interrupted or replayed is None:
         step("stopped; the local stack keeps running (`pipeline stack down` stops it)")
         return 0
+    return _result(demo, replayed, rows, log, started, step)
+
+
+def _result(demo: Demo, replayed: Replayed, rows: list[WindowRecord], log: Path, started: float,
+            step: Callable[[str], None]) -> int:
+    from pipeline import report
+
+    watch, expected = replayed.watch, replayed.expected
     if watch.replay_error:
         raise ServiceError(f"demo: the replay failed: {watch.replay_error}")
     if len(rows) != expected or not all(r["is_final"] for r in rows):
         final = sum(1 for r in rows if r["is_final"])
         raise ServiceError(f"demo: the Spark job stopped with {final} of {expected} windows final; its log: {log}")
-    finished = time.monotonic() - started
     step(f"3/4 every minute final: first live rows after {watch.first_rows_s or 0:.1f} s, all {len(rows)} windows "
-         f"final after {finished:.1f} s; the Spark job stopped")
+         f"final after {time.monotonic() - started:.1f} s; the Spark job stopped")
     step("4/4 the result")
     print(report.table(rows))
-    png, page = report.write_charts(rows, out_dir)
+    png, page = report.write_charts(rows, demo.out_dir)
     print(f"\nchart: {png.resolve()}\npage:  {page.resolve()}")
     reader = demo.settings.read_url() if demo.settings else None
     assert reader is not None

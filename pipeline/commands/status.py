@@ -13,67 +13,70 @@ running, or not keeping up).
 
 from __future__ import annotations
 
+import argparse
+import json
 import time
 from collections.abc import Mapping
-from datetime import UTC
 from pathlib import Path
 from typing import Any
 
-from pipeline.adapters import checkpoint as checkpoints
 from pipeline.adapters.checkpoint import committed_ends
 from pipeline.adapters.mysql.ledger import read_ends
-from pipeline.settings import Settings
+from pipeline.commands import args as checks
+from pipeline.commands.context import Context
+from pipeline.core import times
 
 STALLED_S = 300.0
 
 
-def _mysql_figures(settings: Settings) -> dict[str, Any]:
-    from pipeline.adapters.mysql import connection
-    from pipeline.core import times
-    from pipeline.services import stack
-
-    reader = stack.mysql_read_url(settings)
-    figures: dict[str, Any] = {"database": str(reader)}
-    with connection.transaction(reader) as cur:
-        cur.execute("SELECT is_final, COUNT(*), COALESCE(SUM(late_trade_count), 0) FROM moving_averages "
-                    "GROUP BY is_final")
-        counts = {bool(final): (int(n), int(late)) for final, n, late in cur.fetchall()}
-        figures["windows_open"] = counts.get(False, (0, 0))[0]
-        figures["windows_final"] = counts.get(True, (0, 0))[0]
-        figures["late_trades"] = sum(late for _, late in counts.values())
-        cur.execute("SELECT COUNT(*) FROM quarantine")
-        figures["quarantined"] = int(cur.fetchone()[0])
-        cur.execute("SELECT batch_id, applied_at, offsets, trades_merged FROM pipeline_batches "
-                    "WHERE query_name = %s ORDER BY id DESC LIMIT 200", (checkpoints.QUERY,))
-        batches = cur.fetchall()
-        figures["ledger_offsets"] = [row[2] for row in batches]
-        if batches:
-            batch_id, applied_at, _, merged = batches[0]
-            figures["last_batch"] = {"batch_id": int(batch_id), "applied_at": applied_at.isoformat() + "Z",
-                                     # a naive UTC DATETIME
-                                     "age_s": round(time.time() - applied_at.replace(tzinfo=UTC).timestamp(), 1),
-                                     "trades_merged": int(merged)}
-        else:
-            figures["last_batch"] = None
-        cur.execute("SELECT symbol, MAX(last_ms) FROM pipeline_coverage GROUP BY symbol ORDER BY symbol")
-        now_ms = time.time() * 1000
-        figures["coverage"] = [{"symbol": s, "complete_before": times.utc(int(last)).isoformat() + "Z",
-                                "behind_now_s": round((now_ms - int(last)) / 1000, 1)} for s, last in cur.fetchall()]
-    return figures
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("status", help="is the pipeline healthy: services, the job's lag per partition, its last "
+                                      "batch, windows, late and quarantined trades, producers' coverage")
+    p.add_argument("--json", action="store_true", help="the same as JSON, for scripts")
+    p.add_argument("--stalled-after", type=float, default=STALLED_S, help="seconds an unread message may wait "
+                   "before the job counts as stalled (default 300)")
+    p.set_defaults(func=run)
 
 
-def _probe_each(settings: Settings) -> list[Any]:
+def run(args: argparse.Namespace, ctx: Context) -> int:
+    checks.positive(args.stalled_after, "--stalled-after")
+    report = gather(ctx, args.stalled_after)
+    print(json.dumps(report, indent=2, default=str) if args.json else render(report))
+    return 0 if report.get("ok") else 1
+
+
+def _mysql_figures(ctx: Context) -> tuple[dict[str, Any], list[str]]:
+    """The MySQL part of the report, and the ledger's offsets (where the checkpoint cannot be read)."""
+    from pipeline.adapters.mysql import reads
+
+    reader = ctx.mysql_read_url()
+    f = reads.status_figures(reader)
+    last = f.last_batch
+    now_ms = checks.now_ms()
+    figures = {
+        "database": str(reader), "windows_open": f.windows_open, "windows_final": f.windows_final,
+        "late_trades": f.late_trades, "quarantined": f.quarantined,
+        "last_batch": None if last is None else {
+            "batch_id": last.batch_id, "applied_at": last.applied_at.isoformat() + "Z",  # a naive UTC DATETIME
+            "age_s": round((now_ms - times.ms(last.applied_at)) / 1000, 1), "trades_merged": last.trades_merged},
+        "coverage": [{"symbol": s, "complete_before": times.utc(end).isoformat() + "Z",
+                      "behind_now_s": round((now_ms - end) / 1000, 1)} for s, end in f.coverage],
+    }
+    return figures, f.ledger_offsets
+
+
+def _probe_each(ctx: Context) -> list[Any]:
     """Each service where the commands would look for it (environment first, then the local stack), probed."""
-    from pipeline.services import kafka_process, mysql_process, stack
+    from pipeline.services import kafka_process, mysql_process
     from pipeline.services.stack import ServiceStatus
 
     def kafka() -> str:
-        bootstrap = stack.kafka_bootstrap(settings)
-        kafka_process.metadata_ok(bootstrap, settings.kafka_client_options())
+        bootstrap = ctx.kafka_bootstrap()
+        kafka_process.metadata_ok(bootstrap, ctx.settings.kafka_client_options())
         return bootstrap
 
     def mysql() -> str:
-        url = stack.mysql_read_url(settings)
+        url = ctx.mysql_read_url()
         mysql_process.ping(url)
         return str(url)
 
@@ -86,15 +89,13 @@ def _probe_each(settings: Settings) -> list[Any]:
     return out
 
 
-def gather(settings: Settings, stalled_after_s: float = STALLED_S) -> dict[str, Any]:
+def gather(ctx: Context, stalled_after_s: float = STALLED_S) -> dict[str, Any]:
     """Everything the screen shows, as plain data (the ``--json`` output)."""
-    from pipeline.adapters import kafka_io
-    from pipeline.services import stack
-
+    settings = ctx.settings
     if (settings.kafka_bootstrap is None) != (settings.mysql_url is None):
-        backend, services = "mixed", _probe_each(settings)  # one from the environment, one from the stack
+        backend, services = "mixed", _probe_each(ctx)  # one from the environment, one from the stack
     else:
-        backend, services = stack.status(settings)
+        backend, services = ctx.stack().status()
     report: dict[str, Any] = {
         "backend": backend, "topic": settings.topic,
         "services": [{"name": s.name, "ok": s.ok, "detail": s.detail} for s in services],
@@ -109,19 +110,27 @@ def gather(settings: Settings, stalled_after_s: float = STALLED_S) -> dict[str, 
     ledger: list[str] = []
     if "mysql" in up:
         try:
-            figures = _mysql_figures(settings)
-            ledger = figures.pop("ledger_offsets")
+            figures, ledger = _mysql_figures(ctx)
             report.update(figures)
         except Exception as exc:  # noqa: BLE001 - reported: a missing schema, a missing privilege
             report["problems"].append(f"MySQL answers but its tables cannot be read: {type(exc).__name__}: {exc}")
-    ends: dict[int, int] = {}
-    if "kafka" in up:
+    _offsets(ctx, report, ledger, "kafka" in up, stalled_after_s)
+    report["ok"] = not report["problems"]
+    return report
+
+
+def _offsets(ctx: Context, report: dict[str, Any], ledger: list[str], kafka_up: bool, stalled_after_s: float) -> None:
+    """The topic's end offsets against the job's committed ones; a stall when a message waited too long."""
+    from pipeline.adapters import kafka_io
+
+    settings, ends = ctx.settings, {}
+    options = settings.kafka_client_options()
+    if kafka_up:
         try:
-            ends = kafka_io.end_offsets(stack.kafka_bootstrap(settings), settings.topic,
-                                        settings.kafka_client_options())
+            ends = kafka_io.end_offsets(ctx.kafka_bootstrap(), settings.topic, options)
         except Exception as exc:  # noqa: BLE001 - reported
             report["problems"].append(f"Kafka answers but topic {settings.topic} cannot be read: {exc}")
-    checkpoint = stack.checkpoint_dir(settings)
+    checkpoint = ctx.checkpoint()
     from_checkpoint = committed_ends(checkpoint) if isinstance(checkpoint, Path) else None
     if from_checkpoint is not None:
         committed, source = from_checkpoint.get(settings.topic, {}), f"checkpoint {checkpoint}"
@@ -132,21 +141,20 @@ def gather(settings: Settings, stalled_after_s: float = STALLED_S) -> dict[str, 
                              "lag": max(end - committed.get(p, 0), 0)} for p, end in sorted(ends.items())]
     lag = sum(p["lag"] for p in report["partitions"])
     report["lag"] = lag
-    if lag:  # stalled: a message has waited longer than a running job ever lets one wait
-        try:
-            oldest = kafka_io.oldest_unread_ms(stack.kafka_bootstrap(settings), settings.topic,
-                                               {p["partition"]: p["committed"] for p in report["partitions"]}, ends,
-                                               settings.kafka_client_options())
-        except Exception:  # noqa: BLE001 - Kafka's own problem is reported above
-            oldest = None
-        waiting_s = None if oldest is None else max(time.time() - oldest / 1000, 0.0)
-        report["oldest_unread_age_s"] = None if waiting_s is None else round(waiting_s, 1)
-        if waiting_s is not None and waiting_s > stalled_after_s:
-            report["problems"].append(
-                f"the job is not keeping up: {lag:,} messages unread, the oldest published {_age(waiting_s)} ago "
-                "(is `pipeline process` running?)")
-    report["ok"] = not report["problems"]
-    return report
+    if not lag:
+        return
+    try:  # stalled: a message has waited longer than a running job ever lets one wait
+        oldest = kafka_io.oldest_unread_ms(ctx.kafka_bootstrap(), settings.topic,
+                                           {p["partition"]: p["committed"] for p in report["partitions"]}, ends,
+                                           options)
+    except Exception:  # noqa: BLE001 - Kafka's own problem is reported above
+        oldest = None
+    waiting_s = None if oldest is None else max(time.time() - oldest / 1000, 0.0)
+    report["oldest_unread_age_s"] = None if waiting_s is None else round(waiting_s, 1)
+    if waiting_s is not None and waiting_s > stalled_after_s:
+        report["problems"].append(
+            f"the job is not keeping up: {lag:,} messages unread, the oldest published {_age(waiting_s)} ago "
+            "(is `pipeline process` running?)")
 
 
 def render(report: Mapping[str, Any]) -> str:

@@ -9,19 +9,112 @@ kline's 8 places) and trade count are the exchange's own. Open windows are liste
 
 from __future__ import annotations
 
+import argparse
 import functools
 import json
+import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from pipeline.core import reconcile
+from pipeline.commands import args as checks
+from pipeline.commands.context import Context
+from pipeline.core import reconcile, times
 from pipeline.core.windows import WINDOW_MS
+from pipeline.errors import ConfigError
 from pipeline.settings import MysqlUrl
 
 PAGE_MINUTES = 1000
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("reconcile", help="compare each final window with Binance's 1m klines; exit 0 only when "
+                                         "every final minute matches")
+    p.add_argument("--symbol", type=str.upper, required=True)
+    p.add_argument("--since", help="first minute, ISO UTC (e.g. 2026-01-01T12:00)")
+    p.add_argument("--until", help="end of the range (exclusive), ISO UTC (default: now)")
+    p.add_argument("--minutes", type=int, help="the last N whole minutes")
+    p.add_argument("--json", action="store_true", help="the report as JSON")
+    p.add_argument("--cassette", help="take the klines from a recording (`pipeline record` keeps them), for the "
+                                      "range it holds: no network")
+    p.add_argument("--repair", action="store_true", help="rewrite each minute that does not match from the "
+                   "exchange's aggTrades (reference aggregator, one transaction each, recorded in pipeline_repairs), "
+                   "then compare again")
+    p.add_argument("--base-url", default=checks.EXCHANGE, help=argparse.SUPPRESS)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace, ctx: Context) -> int:
+    from pipeline.adapters import cassettes
+
+    checks.symbol(args.symbol)
+    cassette = Path(args.cassette) if args.cassette else None
+    if cassette is not None and args.repair:
+        raise ConfigError("--repair needs the exchange itself, not a recording")
+    start_ms, end_ms = _range(args, cassette, ctx.settings.watermark_seconds)
+    client, reader = ctx.exchange(args.base_url), ctx.mysql_read_url()
+    if cassette is not None:
+        with cassettes.playback(cassette):
+            minutes = compare(client, reader, args.symbol, start_ms, end_ms)
+    else:
+        minutes = compare(client, reader, args.symbol, start_ms, end_ms)
+    show = as_json if args.json else as_text
+    if not args.repair or reconcile.all_match(minutes):
+        print(show(args.symbol, start_ms, end_ms, minutes))
+        return 0 if reconcile.all_match(minutes) else 1
+    if not args.json:
+        print(show(args.symbol, start_ms, end_ms, minutes))
+    return _repair_and_compare(args, ctx, client, (start_ms, end_ms), minutes)
+
+
+def _range(args: argparse.Namespace, cassette: Path | None, watermark_s: int) -> tuple[int, int]:
+    """The whole, settled minutes to compare: the recording's, ``--since``/``--until`` or the last ``--minutes``."""
+    if cassette is not None:
+        if args.minutes is not None or args.since is not None or args.until is not None:
+            raise ConfigError("--cassette takes the range the recording holds klines for: no --since/--minutes")
+        start_ms, end_ms = recorded_range(cassette, args.symbol)
+    elif (args.minutes is None) == (args.since is None):
+        raise ConfigError("give --since (with --until, default now) or --minutes N (the last N whole minutes)")
+    elif args.since is not None:
+        since = checks.utc_ms(args.since, "--since")
+        assert since is not None
+        start_ms, end_ms = since, checks.utc_ms(args.until, "--until") or checks.now_ms()
+    else:
+        if args.until is not None or not 1 <= args.minutes <= 100_000:
+            raise ConfigError("--minutes takes 1 to 100000, without --until")
+        end_ms = checks.now_ms()
+        start_ms = end_ms - end_ms % WINDOW_MS - args.minutes * WINDOW_MS
+    # Only settled minutes: trades reach Binance's REST up to PIPELINE_WATERMARK_SECONDS late, and the producer
+    # declares a minute complete only after that (a younger minute would be judged before it could be final).
+    if cassette is None:
+        end_ms = min(end_ms, int(time.time() * 1000) - watermark_s * 1000)
+    start_ms -= start_ms % WINDOW_MS
+    end_ms -= end_ms % WINDOW_MS  # whole minutes only
+    if end_ms <= start_ms:
+        raise ConfigError("the range holds no whole minute")
+    return start_ms, end_ms
+
+
+def _repair_and_compare(args: argparse.Namespace, ctx: Context, client: Any, span: tuple[int, int],
+                        minutes: list[reconcile.Minute]) -> int:
+    """Rewrite what did not match, compare again, and print both (one JSON document: before, repaired, after)."""
+    from pipeline.adapters.mysql import migrations
+
+    writer, (start_ms, end_ms) = ctx.mysql_url(), span
+    migrations.ensure_schema(writer, ctx.mysql_admin_url())  # pipeline_repairs
+    repaired = repair(client, writer, minutes)
+    after = compare(client, ctx.mysql_read_url(), args.symbol, start_ms, end_ms)
+    if args.json:
+        print(json.dumps({"before": json.loads(as_json(args.symbol, start_ms, end_ms, minutes)),
+                          "repaired": [{"start": minute_text(m.start_ms), "status": m.status, "done": what}
+                                       for m, what in repaired],
+                          "after": json.loads(as_json(args.symbol, start_ms, end_ms, after))}, indent=2))
+    else:
+        for minute, what in repaired:
+            print(f"repaired {minute_text(minute.start_ms)} ({minute.status}): {what}")
+        print(as_text(args.symbol, start_ms, end_ms, after))
+    return 0 if reconcile.all_match(after) else 1
 
 
 def fetch_klines(client: Any, symbol: str, start_ms: int, end_ms: int) -> dict[int, reconcile.Kline]:
@@ -59,25 +152,16 @@ def recorded_range(cassette: Path, symbol: str) -> tuple[int, int]:
     return min(s for s, _ in spans), max(e for _, e in spans)
 
 
-def read_windows(url: MysqlUrl, symbol: str, start_ms: int, end_ms: int) -> dict[int, dict[str, Any]]:
-    from pipeline.adapters.mysql import connection, state
-    from pipeline.core import times
+def compare(client: Any, url: MysqlUrl, symbol: str, start_ms: int, end_ms: int) -> list[reconcile.Minute]:
+    """Every minute of the range: the table's window (read-only account) against the exchange's kline."""
+    from pipeline.adapters.mysql import reads
 
-    with connection.transaction(url) as cur:
-        cur.execute(f"SELECT {', '.join(state.WINDOW_COLUMNS)} FROM moving_averages WHERE symbol = %s "
-                    "AND start_time >= %s AND start_time < %s ORDER BY start_time",
-                    (symbol, times.utc(start_ms), times.utc(end_ms)))
-        rows = [dict(zip(state.WINDOW_COLUMNS, row, strict=True)) for row in cur.fetchall()]
-    return {int(r["start_time"].replace(tzinfo=UTC).timestamp() * 1000): r for r in rows}
-
-
-def run(client: Any, url: MysqlUrl, symbol: str, start_ms: int, end_ms: int) -> list[reconcile.Minute]:
     klines = fetch_klines(client, symbol, start_ms, end_ms)
-    return reconcile.compare(symbol, read_windows(url, symbol, start_ms, end_ms), klines, start_ms, end_ms)
+    return reconcile.compare(symbol, reads.windows_between(url, symbol, start_ms, end_ms), klines, start_ms, end_ms)
 
 
 def minute_text(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
+    return times.utc(ms).strftime("%Y-%m-%d %H:%M")
 
 
 def summary(minutes: Sequence[reconcile.Minute]) -> dict[str, int]:
