@@ -8,12 +8,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from pipeline.services.connections import Connections, ServiceStatus
 from pipeline.settings import MysqlUrl, Settings
 
 if TYPE_CHECKING:
     from pipeline.adapters.binance import BinanceClient
     from pipeline.adapters.kafka_io import TradeSink
-    from pipeline.services.stack import LocalStack
+
+
+class Stack(Protocol):
+    """The local stack of a context's settings (``services.stack.LocalStack``)."""
+
+    def up(self) -> tuple[Connections, bool]: ...
+    def down(self) -> bool: ...
+    def status(self) -> tuple[str, list[ServiceStatus]]: ...
+    def connections(self) -> Connections: ...
+    def external(self) -> Connections | None: ...
 
 
 class Context(Protocol):
@@ -50,5 +60,5 @@ class Context(Protocol):
     def derive(self, settings: Settings) -> Context:
         """A context over other settings (a private topic, the demo's own database): resolved afresh."""
 
-    def stack(self) -> LocalStack:
+    def stack(self) -> Stack:
         """The local stack (start, stop, status) for ``pipeline stack`` and the demo."""

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from pipeline.commands.context import Context
 
 if TYPE_CHECKING:
-    from pipeline.services.stack import Connections
+    from pipeline.services.connections import Connections
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -68,7 +68,7 @@ def _mysql_figures(ctx: Context) -> tuple[dict[str, Any], list[str]]:
 def _probe_each(ctx: Context) -> list[Any]:
     """Each service where the commands would look for it (environment first, then the local stack), probed."""
     from pipeline.services import kafka_process, mysql_process
-    from pipeline.services.stack import ServiceStatus
+    from pipeline.services.connections import ServiceStatus
 
     def kafka() -> str:
         bootstrap = ctx.kafka_bootstrap()

@@ -23,25 +23,10 @@ from pathlib import Path
 
 from pipeline.errors import ConfigError, ServiceError
 from pipeline.services import containers, kafka_process, mysql_process, procs
+from pipeline.services.connections import Connections, ServiceStatus
 from pipeline.settings import MysqlUrl, Settings
 
 BACKENDS = ("processes", "containers")
-
-
-@dataclasses.dataclass(frozen=True)
-class Connections:
-    kafka_bootstrap: str
-    mysql_url: MysqlUrl  # the writer
-    backend: str
-    mysql_admin_url: MysqlUrl | None = None  # the schema owner, if known
-    mysql_read_url: MysqlUrl | None = None  # read-only, if known
-
-
-@dataclasses.dataclass(frozen=True)
-class ServiceStatus:
-    name: str
-    ok: bool
-    detail: str
 
 
 def _state_file(settings: Settings) -> Path:

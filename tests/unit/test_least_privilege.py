@@ -86,7 +86,7 @@ def test_a_half_failed_containers_start_stops_what_it_started() -> None:
 def test_stack_env_is_safe_to_eval(tmp_path: Path) -> None:
     """Catches env_lines printing a value unquoted: `eval` would cut it at `&`/space or run a `$(...)` in it."""
     from pipeline.commands.stack import env_lines
-    from pipeline.services.stack import Connections
+    from pipeline.services.connections import Connections
 
     marker = tmp_path / "pwned"
     hostile = f"p'w\"$(touch {marker});`touch {marker}`"
@@ -233,7 +233,6 @@ def test_cryptography_is_a_dependency_and_lets_pymysql_rsa_encrypt_a_password() 
 
 def test_migrate_is_a_command() -> None:
     from pipeline.cli import build_parser
-
     from pipeline.commands import migrate
 
     assert build_parser().parse_args(["migrate"]).func is migrate.run
