@@ -293,7 +293,7 @@ def published_ranges(bootstrap: str, topic: str, symbols: Iterable[str],
 
     def visit(consumer: KafkaConsumer, tp: TopicPartition, begin: int, end: int, _partitions: int) -> None:
         # Runs of consecutive ids, extended as they come (a symbol's ids arrive in order in its partition): memory
-        # grows with the gaps and repeats in the topic, not with its length (issue 13: not every id in a list).
+        # grows with the gaps and repeats in the topic, not with its length (never every id in a list).
         for trade in _trades_between(consumer, tp, begin, end):
             if trade.symbol not in wanted:
                 continue

@@ -76,7 +76,7 @@ def earliest_cover(heartbeats: Iterable[tuple[int, int, int]]) -> list[Piece]:
     """For heartbeats ``(offset, from_ms, until_ms)`` of one (symbol, partition): the step function "the lowest
     offset of a heartbeat whose ``[from_ms, until_ms)`` holds t", as sorted, disjoint pieces (times no heartbeat
     covers have none). A trade at (offset o, time t) sits behind a heartbeat that covers it iff the piece holding
-    t has an offset below o: one lookup per trade, whatever the number of heartbeats (issue 18)::
+    t has an offset below o: one lookup per trade, whatever the number of heartbeats::
 
         heartbeats (offset: [from, until)):  7: [0, 60)   9: [0, 120)   4: [100, 130)
         pieces:                              [0, 60) 7 | [60, 100) 9 | [100, 130) 4
@@ -131,7 +131,7 @@ def newly_final(ranges: Sequence[Range], before: Sequence[Range], window_ms: int
     """Where windows may have become final when coverage grew from ``before`` to ``ranges`` (both merged): for each
     stretch newly covered, ``(first start, last start, end limit)`` of the windows that touch it and lie inside the
     range holding it. A window wholly inside ``before`` was made final when that was covered, so the work is
-    bounded by the time newly covered, not by the symbol's whole history (issue 18)."""
+    bounded by the time newly covered, not by the symbol's whole history."""
     out = []
     for a, b in subtract(ranges, before):
         first, last = next(r for r in ranges if r[0] <= a and b <= r[1])

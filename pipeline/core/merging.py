@@ -137,7 +137,7 @@ def plan(stored: dict[Key, Stored], symbol_coverage: dict[str, list[Range]],
 def islands_of(trades: Iterable[Trade]) -> list[Island]:
     """A batch's valid trades as islands, as the Spark job makes them (``transforms.islands``): per (symbol,
     minute), each run of consecutive agg ids with its exact accumulator; a repeated (symbol, agg id) counts once.
-    The driver's path for small batches (issue 18)."""
+    The driver's path for small batches (no Spark shuffle for a few thousand messages)."""
     by_key: dict[Key, dict[int, Trade]] = {}
     for trade in trades:
         by_key.setdefault((trade.symbol, window_start_ms(trade.event_time_ms)), {}).setdefault(trade.agg_id, trade)

@@ -74,7 +74,7 @@ def claims_the_future(message: Trade | Heartbeat, published_ms: int | None) -> b
 TEXT_REFUSED_PATTERN = ("\\\\|\ufffd|\"[pq]\"[ \t\n\r]*+:[ \t\n\r]*+[-0-9]|[\\[\\]']|\\{[^{]*+\\{"
                         "|\\}[ \t\n\r]*+[^ \t\n\r]|[-+.0-9eE]{1000}"
                         # a field of the schema twice: json.loads keeps the last, Spark's reader fails on a first
-                        # value of the wrong type (issue 18's review); with no escapes, '"T":' can only be a key
+                        # value of the wrong type; with no escapes, '"T":' can only be a key
                         "|\"(v|type|s|a|p|q|f|l|T|from|m|M)\"[ \t\n\r]*+:[\\s\\S]*\"\\1\"[ \t\n\r]*+:")
 _TEXT_REFUSED = re.compile(TEXT_REFUSED_PATTERN)
 TEXT_REFUSED_REASON = ("not one flat UTF-8 JSON object, holds an escape sequence or a field twice, or a price or "
@@ -98,7 +98,7 @@ def classify(raw: bytes | None, published_ms: int | None) -> Trade | Heartbeat:
 def encode_trade(trade: Trade) -> tuple[bytes, bytes]:
     """The same bytes as ``json.dumps`` of the fields in this order with no spaces (a unit test holds it to that),
     written directly: a validated trade's symbol, decimals and integers need no escaping, and this runs once per
-    trade on the replay's hot path (issue 11)."""
+    trade on the replay's hot path."""
     symbol = trade.symbol
     value = (f'{{"v":{SCHEMA_VERSION},"type":"trade","s":"{symbol}","a":{trade.agg_id},'
              f'"p":"{trade.price:f}","q":"{trade.quantity:f}","f":{trade.first_trade_id},'

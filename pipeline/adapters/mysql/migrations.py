@@ -82,7 +82,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             ADD COLUMN quarantined BIGINT NOT NULL DEFAULT 0""",
     ),
     (
-        # Issue 10: a batch is known by what it read, not by (run id, batch id): a deleted, restored or remote
+        # A batch is known by what it read, not by (run id, batch id): a deleted, restored or remote
         # checkpoint reuses batch ids for other offsets, and a recreated topic reuses offsets for other messages.
         """ALTER TABLE pipeline_batches
             DROP PRIMARY KEY,
@@ -100,7 +100,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             ADD UNIQUE KEY by_message (topic, kafka_partition, kafka_offset, digest)""",
     ),
     (
-        # Issue 13: `pipeline reconcile --repair` rewrites a final window from the exchange's trades; each rewrite
+        # `pipeline reconcile --repair` rewrites a final window from the exchange's trades; each rewrite
         # is recorded with why and what the row held before.
         """CREATE TABLE IF NOT EXISTS pipeline_repairs (
             id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
@@ -114,7 +114,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
 )
 
-# Accounts (issue 10, ADR-10): the job writes as an account that may only SELECT, INSERT, UPDATE and DELETE; the
+# Accounts (ADR-10): the job writes as an account that may only SELECT, INSERT, UPDATE and DELETE; the
 # schema belongs to another (PIPELINE_MYSQL_ADMIN_URL). MySQL's "access denied" family, for a statement, a table, a
 # column, a database or a privilege like SUPER:
 ACCESS_DENIED = frozenset({1044, 1142, 1143, 1227, 1370})
