@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from pipeline.commands import signals
 from pipeline.commands.context import Context
 from pipeline.core import times
 from pipeline.core.trades import Trade, invalid_reason
-from pipeline.core.windows import WindowRecord
+from pipeline.core.windows import StoredWindow
 from pipeline.errors import ConfigError, ServiceError
 from pipeline.settings import DEFAULT_SYMBOLS, KafkaSecurity, Settings
 
@@ -70,7 +70,7 @@ def _hhmm(ms: int | None) -> str:
     return "--:--:--" if ms is None else times.utc(ms).strftime("%H:%M:%S")
 
 
-def view(rows: Sequence[Mapping[str, Any]], watch: Watch, published: int, job_state: str) -> Any:
+def view(rows: Sequence[StoredWindow], watch: Watch, published: int, job_state: str) -> Any:
     """The live screen: one line per symbol (the minute forming: last price, trades, VWAP; minutes final) under
     a progress line. Pure: rows and counters in, a rich renderable out."""
     from rich.console import Group
@@ -89,22 +89,22 @@ def view(rows: Sequence[Mapping[str, Any]], watch: Watch, published: int, job_st
                             ("trades", "right"), ("VWAP", "right"), ("minutes final", "right"),
                             ("newest final", "left")):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
-    symbols = sorted({r["symbol"] for r in rows})
+    symbols = sorted({r.symbol for r in rows})
     for symbol in symbols:
-        mine = [r for r in rows if r["symbol"] == symbol]
-        open_rows = [r for r in mine if not r["is_final"]]
-        final_rows = [r for r in mine if r["is_final"]]
-        forming = max(open_rows, key=lambda r: r["start_time"]) if open_rows else None
-        newest_final = max(final_rows, key=lambda r: r["start_time"]) if final_rows else None
-        places = 2 if mine[-1]["close_price"] >= 100 else 4
+        mine = [r for r in rows if r.symbol == symbol]
+        open_rows = [r for r in mine if not r.is_final]
+        final_rows = [r for r in mine if r.is_final]
+        forming = max(open_rows, key=lambda r: r.start_time) if open_rows else None
+        newest_final = max(final_rows, key=lambda r: r.start_time) if final_rows else None
+        places = 2 if mine[-1].close_price >= 100 else 4
         table.add_row(
             symbol,
-            forming["start_time"].strftime("%H:%M") + " (open)" if forming else "-",
-            f"{forming['close_price']:,.{places}f}" if forming else "-",
-            f"{forming['trade_count']:,}" if forming else "-",
-            f"{forming['vwap']:,.{places + 2}f}" if forming else "-",
+            forming.start_time.strftime("%H:%M") + " (open)" if forming else "-",
+            f"{forming.close_price:,.{places}f}" if forming else "-",
+            f"{forming.trade_count:,}" if forming else "-",
+            f"{forming.vwap:,.{places + 2}f}" if forming else "-",
             f"{len(final_rows)}",
-            newest_final["start_time"].strftime("%H:%M") + " final" if newest_final else "-",
+            newest_final.start_time.strftime("%H:%M") + " final" if newest_final else "-",
         )
     if not symbols:
         table.add_row("(no rows yet: the Spark job is starting)", "", "", "", "", "", "")
@@ -227,14 +227,14 @@ AFTER_REPLAY_S = 180.0  # the replay ended this long ago and windows are still m
 
 
 def _watch_until_final(demo: Demo, watch: Watch, counters: Any, reader: Any, expected: int, console: Any,
-                       step: Callable[[str], None]) -> list[WindowRecord]:
+                       step: Callable[[str], None]) -> list[StoredWindow]:
     """Show the rows as they form until every window the replay fills is in MySQL and final (or the job stops,
     or nothing moves within the deadlines); returns the last rows read."""
     from rich.live import Live
 
     from pipeline.adapters.mysql import reads
 
-    rows: list[WindowRecord] = []
+    rows: list[StoredWindow] = []
     last_line, job_started = 0.0, time.monotonic()
     replay_ended: float | None = None
     # On a terminal the live view; elsewhere (a log, CI) a progress line every 10 s.
@@ -256,10 +256,10 @@ def _watch_until_final(demo: Demo, watch: Watch, counters: Any, reader: Any, exp
             if not console.is_terminal and now - last_line > 10:
                 last_line = now
                 step(f"    replay at {_hhmm(watch.sent_ms)} UTC, {counters.published:,} trades in Kafka, "
-                     f"{len(rows)} windows in MySQL, {sum(1 for r in rows if r['is_final'])} final")
+                     f"{len(rows)} windows in MySQL, {sum(1 for r in rows if r.is_final)} final")
             if watch.replay_done and replay_ended is None:
                 replay_ended = now
-            complete = len(rows) == expected and all(r["is_final"] for r in rows)
+            complete = len(rows) == expected and all(r.is_final for r in rows)
             if complete or watch.replay_error or not job_alive:
                 return rows
             if not rows and now - job_started > NO_ROWS_S:
@@ -316,7 +316,7 @@ def run(ctx: Context, speed: str, out_dir: Path) -> int:
     demo = Demo(ctx, speed, out_dir, step)
     signals.interrupt_on_termination()
     thread: threading.Thread | None = None
-    rows: list[WindowRecord] = []
+    rows: list[StoredWindow] = []
     replayed: Replayed | None = None
     interrupted = False
     try:
@@ -350,15 +350,15 @@ def run(ctx: Context, speed: str, out_dir: Path) -> int:
     return _result(demo, replayed, rows, log, started, step)
 
 
-def _result(demo: Demo, replayed: Replayed, rows: list[WindowRecord], log: Path, started: float,
+def _result(demo: Demo, replayed: Replayed, rows: list[StoredWindow], log: Path, started: float,
             step: Callable[[str], None]) -> int:
     from pipeline import report
 
     watch, expected = replayed.watch, replayed.expected
     if watch.replay_error:
         raise ServiceError(f"demo: the replay failed: {watch.replay_error}")
-    if len(rows) != expected or not all(r["is_final"] for r in rows):
-        final = sum(1 for r in rows if r["is_final"])
+    if len(rows) != expected or not all(r.is_final for r in rows):
+        final = sum(1 for r in rows if r.is_final)
         raise ServiceError(f"demo: the Spark job stopped with {final} of {expected} windows final; its log: {log}")
     step(f"3/4 every minute final: first live rows after {watch.first_rows_s or 0:.1f} s, all {len(rows)} windows "
          f"final after {time.monotonic() - started:.1f} s; the Spark job stopped")

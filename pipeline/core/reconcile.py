@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from pipeline.core.windows import WINDOW_MS, WindowRecord
+from pipeline.core.windows import WINDOW_MS, StoredWindow
 from pipeline.errors import InputError
 
 QUOTE_PLACES = Decimal("0.00000001")  # the kline's quote volume has 8 places; the table's has 16
@@ -72,15 +72,15 @@ class Minute:
     differences: tuple[Difference, ...] = ()
 
 
-def _value(row: WindowRecord, column: str) -> Decimal | int:
-    value = row[column]  # type: ignore[literal-required]
+def _value(row: StoredWindow, column: str) -> Decimal | int:
+    value = getattr(row, column)
     if column == "trade_count":
         return int(value)
     value = Decimal(value)
     return value.quantize(QUOTE_PLACES) if column == "quote_volume" else value
 
 
-def differences(row: WindowRecord, kline: Kline) -> tuple[Difference, ...]:
+def differences(row: StoredWindow, kline: Kline) -> tuple[Difference, ...]:
     """The columns in which a window and its kline disagree. The quote volume is compared at the kline's 8 places,
     allowing one unit in the last place (Binance does not say how it rounds)."""
     out = []
@@ -94,7 +94,7 @@ def differences(row: WindowRecord, kline: Kline) -> tuple[Difference, ...]:
     return tuple(out)
 
 
-def compare(symbol: str, windows: Mapping[int, WindowRecord], klines: Mapping[int, Kline],
+def compare(symbol: str, windows: Mapping[int, StoredWindow], klines: Mapping[int, Kline],
             start_ms: int, end_ms: int) -> list[Minute]:
     """Every minute in ``[start_ms, end_ms)``: the window (by start ms) against the kline. Open windows are
     reported as such, not compared; a minute neither side traded in is left out."""
@@ -106,7 +106,7 @@ def compare(symbol: str, windows: Mapping[int, WindowRecord], klines: Mapping[in
             if traded:
                 out.append(Minute(symbol, minute, "missing_in_table"))
             continue
-        if not row["is_final"]:
+        if not row.is_final:
             out.append(Minute(symbol, minute, "open"))
         elif not traded:
             out.append(Minute(symbol, minute, "missing_at_exchange"))

@@ -16,8 +16,8 @@ import dataclasses
 from collections.abc import Iterable
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Context, Decimal
-from typing import TypedDict
 
+from pipeline.core.times import utc
 from pipeline.core.trades import Trade, invalid_reason
 
 WINDOW_MS = 60_000
@@ -115,25 +115,22 @@ class WindowRow:
     agg_trade_count: int
 
 
-class WindowRecord(TypedDict):
-    """A row of ``moving_averages`` as read back, keyed by column: the numbers and what the writer owns."""
+@dataclasses.dataclass(frozen=True)
+class StoredWindow(WindowRow):
+    """A row of ``moving_averages`` as read back: the numbers and what the writer owns."""
 
-    symbol: str
-    start_time: datetime  # naive UTC
-    end_time: datetime
-    average_price: Decimal
-    open_price: Decimal
-    high_price: Decimal
-    low_price: Decimal
-    close_price: Decimal
-    volume: Decimal
-    quote_volume: Decimal
-    vwap: Decimal
-    trade_count: int
-    agg_trade_count: int
-    is_final: int
+    is_final: bool
     late_trade_count: int
-    updated_at: datetime
+    updated_at: datetime  # naive UTC
+
+    @property
+    def start_time(self) -> datetime:
+        """The window's start as the table holds it (naive UTC)."""
+        return utc(self.start_ms)
+
+    @property
+    def end_time(self) -> datetime:
+        return utc(self.end_ms)
 
 
 def quotient(numerator: Decimal, denominator: Decimal | int) -> Decimal:

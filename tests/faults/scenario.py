@@ -118,7 +118,7 @@ def all_final(url: MysqlUrl, trades: list[Trade]) -> Callable[[], bool]:
 
     def check() -> bool:
         try:
-            got = {(r["symbol"], r["start_time"]): r["is_final"] for r in reads.read_windows(url)}
+            got = {(r.symbol, r.start_time): r.is_final for r in reads.read_windows(url)}
         except Exception:  # noqa: BLE001 - MySQL may be down on purpose
             return False
         return wanted <= set(got) and all(got[k] for k in wanted)
@@ -162,17 +162,18 @@ def verdict(scenario: str, url: MysqlUrl, trades: list[Trade], *, faults: int, s
         if got is None:
             mismatches.append(f"{key}: missing")
             continue
-        wrong = [f"{c}: MySQL {got[c]!r} != reference {v!r}" for c, v in want.items() if got[c] != v]
-        if not got["is_final"]:
+        wrong = [f"{c}: MySQL {getattr(got, c)!r} != reference {v!r}" for c, v in want.items()
+                 if getattr(got, c) != v]
+        if not got.is_final:
             wrong.append("not final")
         mismatches.extend(f"{key} {w}" for w in wrong)
         exact += not wrong
     mismatches.extend(f"{key}: not in the reference" for key in sorted(set(actual) - set(expected)))
     # Lost / double counted, per window (a window short of trades lost them, one over counted some twice) and in
     # the ledger's sums; the worse of the two is reported.
-    lost = sum(max(0, w["agg_trade_count"] - (actual[k]["agg_trade_count"] if k in actual else 0))
+    lost = sum(max(0, w["agg_trade_count"] - (actual[k].agg_trade_count if k in actual else 0))
                for k, w in expected.items())
-    double = sum(max(0, r["agg_trade_count"] - (expected[k]["agg_trade_count"] if k in expected else 0))
+    double = sum(max(0, r.agg_trade_count - (expected[k]["agg_trade_count"] if k in expected else 0))
                  for k, r in actual.items())
     distinct = sum(w["agg_trade_count"] for w in expected.values())
     sums = ledger(url)

@@ -61,7 +61,7 @@ def test_backfill_beside_a_running_stream_is_exact_repeatable_and_refuses_bad_so
         assert feed.wait(timeout=300) == 0
         want = len(expected_rows(stream + sol + xrp))
         deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and sum(r["is_final"] for r in reads.read_windows(url)) < want:
+        while time.monotonic() < deadline and sum(r.is_final for r in reads.read_windows(url)) < want:
             time.sleep(1)
         assert_rows_match(url, stream + sol + xrp)  # every window of both exact and final
         assert "0 late trades" in first.stdout, first.stdout
@@ -121,7 +121,7 @@ def test_backfill_by_time_from_the_exchange_is_exact_and_agrees_with_its_klines(
         assert len({t.symbol for t in trades}) == 2
         assert_rows_match(url, trades, all_final=False)  # exact, every column
         first_minute = from_ms - from_ms % 60_000  # half of it lies before --from: it cannot be known complete
-        open_minutes = {(r["symbol"], r["start_time"]) for r in reads.read_windows(url) if not r["is_final"]}
+        open_minutes = {(r.symbol, r.start_time) for r in reads.read_windows(url) if not r.is_final}
         assert open_minutes == {(s, times.utc(first_minute)) for s in symbols}, open_minutes
         for symbol in symbols:
             check = run(["reconcile", "--symbol", symbol, "--since", iso(from_ms + 30_000), "--until",

@@ -40,7 +40,7 @@ def _pages(sim: SimBinance, symbol: str) -> int:
 
 def _state(url: MysqlUrl) -> dict[tuple[str, datetime], int]:
     try:
-        return {(r["symbol"], r["start_time"]): r["is_final"] for r in reads.read_windows(url)}
+        return {(r.symbol, r.start_time): r.is_final for r in reads.read_windows(url)}
     except Exception:  # noqa: BLE001 - the job creates the schema when it starts
         return {}
 

@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-from pipeline import outage
 from pipeline.adapters import kafka_io
 from pipeline.adapters.mysql import reads
+from pipeline.bench import workload
 from pipeline.core.messages import Heartbeat
 from pipeline.settings import Settings
 from tests.cli_helpers import ok as cli
@@ -33,7 +33,7 @@ def test_a_long_outage_is_caught_up_exact_and_final(settings_for: Settings, symb
     they cover then fall in different batches, and the driver's path computes them."""
     url, bootstrap = settings_for.mysql_url, settings_for.kafka_bootstrap or ""
     assert url is not None
-    traffic = outage.live_outage(symbols=symbols, minutes=hours * 60, end_ms=int(time.time() * 1000))
+    traffic = workload.live_outage(symbols=symbols, minutes=hours * 60, end_ms=int(time.time() * 1000))
     assert traffic.heartbeats == symbols * hours * 60
     kafka_io.ensure_topic(bootstrap, settings_for.topic)
     sink = kafka_io.TradeSink(bootstrap, settings_for.topic)
@@ -58,4 +58,4 @@ def test_a_long_outage_is_caught_up_exact_and_final(settings_for: Settings, symb
     assert_rows_match(url, traffic.trades, all_final=True)
     # the quiet symbols' minutes without a trade have no row, and every symbol is covered to the outage's end
     rows = reads.read_windows(url)
-    assert {r["symbol"] for r in rows} == set(outage.SYMBOLS[:symbols])
+    assert {r.symbol for r in rows} == set(workload.SYMBOLS[:symbols])

@@ -35,7 +35,7 @@ def test_bundled_fixtures_give_exactly_the_reference_rows(settings_for: Settings
     trades = cassette_trades(CASSETTE)
     assert_rows_match(settings_for.mysql_url, trades)
     assert "0 quarantined" in result.stdout and "0 late trades" in result.stdout
-    symbols = {r["symbol"] for r in reads.read_windows(settings_for.mysql_url)}
+    symbols = {r.symbol for r in reads.read_windows(settings_for.mysql_url)}
     assert symbols == {"BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "ADAUSDT"}
 
     again = cli(settings_for, "process", "--until-idle")  # nothing new: nothing changes
@@ -125,7 +125,7 @@ def test_malformed_messages_go_to_quarantine_and_the_job_goes_on(settings_for: S
     ]), reasons
     # No heartbeat was sent: nobody said a minute is complete, so none is final.
     rows = reads.read_windows(url)
-    assert rows and not any(r["is_final"] for r in rows)
+    assert rows and not any(r.is_final for r in rows)
     assert_rows_match(url, trades, all_final=False)
 
     # A heartbeat for another symbol closes nothing of this one; this symbol's own closes every covered minute.
@@ -134,7 +134,7 @@ def test_malformed_messages_go_to_quarantine_and_the_job_goes_on(settings_for: S
     sink.send_heartbeat(messages.Heartbeat("BTCUSDT", 0, newest + 60_000))
     sink.flush()
     cli(settings_for, "process", "--until-idle")
-    assert not any(r["is_final"] for r in reads.read_windows(url))
+    assert not any(r.is_final for r in reads.read_windows(url))
     sink.send_heartbeat(messages.Heartbeat("ETHUSDT", trades[0].event_time_ms - 60_000, newest + 60_000))
     sink.flush()
     sink.close()
@@ -171,7 +171,7 @@ def test_sigkill_mid_stream_and_restart_gives_identical_rows(settings_for: Setti
         if processor.poll() is None:
             processor.kill()
     partial = reads.read_windows(url)
-    assert partial and not all(r["is_final"] for r in partial), "the kill should land mid-stream"
+    assert partial and not all(r.is_final for r in partial), "the kill should land mid-stream"
     cli(settings_for, "process", "--until-idle")
     assert_rows_match(url, cassette_trades(CASSETTE))
 
@@ -203,7 +203,7 @@ def test_a_batch_re_executed_after_a_crash_changes_nothing(settings_for: Setting
     after = reads.read_windows(url)
     assert [{k: v for k, v in r.items() if k != "updated_at"} for r in after] == \
         [{k: v for k, v in r.items() if k != "updated_at"} for r in before]
-    assert [r["updated_at"] for r in after] == [r["updated_at"] for r in before]  # not even rewritten
+    assert [r.updated_at for r in after] == [r.updated_at for r in before]  # not even rewritten
     assert_rows_match(url, trades)
 
 
@@ -231,8 +231,8 @@ def test_producers_on_one_topic_neither_close_nor_drop_each_others_windows(setti
     assert "0 late trades" in result.stdout, result.stdout
     assert_rows_match(url, btc + eth + sol, all_final=False)
     rows = reads.read_windows(url)
-    assert all(r["is_final"] for r in rows if r["symbol"] != "SOLUSDT")
-    assert not any(r["is_final"] for r in rows if r["symbol"] == "SOLUSDT")  # nobody covered them
+    assert all(r.is_final for r in rows if r.symbol != "SOLUSDT")
+    assert not any(r.is_final for r in rows if r.symbol == "SOLUSDT")  # nobody covered them
     sink.send_heartbeat(messages.Heartbeat("SOLUSDT", day1, day1 + 86_400_000))
     sink.flush()
     sink.close()
@@ -267,7 +267,7 @@ def test_a_trade_behind_the_heartbeat_that_covers_it_is_late_in_any_batch(settin
     result = cli(settings_for, "process", "--until-idle")
     assert "since the checkpoint began: 60 trades counted, 2 late" in result.stdout, result.stdout
     assert_rows_match(url, published)
-    assert [r["late_trade_count"] for r in reads.read_windows(url)] == [1, 1]
+    assert [r.late_trade_count for r in reads.read_windows(url)] == [1, 1]
     with connection.transaction(url) as cur:
         cur.execute("SELECT reason, raw_value FROM quarantine ORDER BY reason")
         kept = cur.fetchall()
@@ -314,7 +314,7 @@ def test_a_new_checkpoint_over_kept_rows_applies_new_batches_and_counts_nothing_
     assert "600 trades counted" in second.stdout and "0 late trades" in second.stdout, second.stdout
     assert "0 quarantined" in second.stdout, second.stdout
     assert_rows_match(url, early + later)
-    assert sum(r["late_trade_count"] for r in reads.read_windows(url)) == 1
+    assert sum(r.late_trade_count for r in reads.read_windows(url)) == 1
     with connection.transaction(url) as cur:
         cur.execute("SELECT SUM(trades_merged), SUM(late_trades), SUM(quarantined) FROM pipeline_batches")
         assert tuple(int(v) for v in cur.fetchone()) == (1_199, 1, 2)
@@ -392,7 +392,7 @@ def test_hostile_messages_into_a_running_job_are_quarantined_and_every_window_st
         deadline = time.monotonic() + 300
         while True:
             assert processor.poll() is None, job_log.read_text(errors="replace")[-3000:]
-            got = {(r["symbol"], r["start_time"]): r["is_final"] for r in reads.read_windows(url)}
+            got = {(r.symbol, r.start_time): r.is_final for r in reads.read_windows(url)}
             if wanted <= set(got) and all(got[k] for k in wanted):
                 break
             assert time.monotonic() < deadline, f"not every window final after 300 s:\n{job_log.read_text()[-3000:]}"

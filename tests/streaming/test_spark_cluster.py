@@ -86,6 +86,6 @@ def test_spark_submit_on_a_standalone_cluster_gives_the_reference_rows(settings_
 
 def _final_windows(url: MysqlUrl) -> int:
     try:
-        return sum(1 for r in reads.read_windows(url) if r["is_final"])
+        return sum(1 for r in reads.read_windows(url) if r.is_final)
     except Exception:  # noqa: BLE001 - not created yet
         return 0

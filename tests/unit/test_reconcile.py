@@ -8,6 +8,8 @@ from decimal import Decimal
 import pytest
 
 from pipeline.core import reconcile
+from pipeline.core.windows import StoredWindow
+from tests.reference_rows import stored_window
 
 M = 1_767_268_800_000  # 2026-01-01 12:00 UTC
 
@@ -17,10 +19,10 @@ def kline(start: int, trades: int = 3, close: str = "101.5", quote: str = "304.5
 
 
 def row(final: bool = True, close: str = "101.5", quote: str = "304.5000000000000000", trades: int = 3
-        ) -> dict[str, object]:
-    return {"open_price": Decimal("100.0"), "high_price": Decimal("102.0"), "low_price": Decimal("99.5"),
-            "close_price": Decimal(close), "volume": Decimal("3"), "quote_volume": Decimal(quote),
-            "trade_count": trades, "is_final": final}
+        ) -> StoredWindow:
+    return stored_window(is_final=final, open_price=Decimal("100.0"), high_price=Decimal("102.0"),
+                         low_price=Decimal("99.5"), close_price=Decimal(close), volume=Decimal("3"),
+                         quote_volume=Decimal(quote), trade_count=trades)
 
 
 def parsed(*raws: list[object]) -> dict[int, reconcile.Kline]:

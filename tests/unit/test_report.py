@@ -7,13 +7,15 @@ from decimal import Decimal
 from pathlib import Path
 
 from pipeline import report
+from pipeline.core.windows import StoredWindow
+from tests.reference_rows import stored_window
 
 
-def row(minute: int, final: int, late: int) -> dict[str, object]:
+def row(minute: int, final: int, late: int, symbol: str = "BTCUSDT", start: datetime | None = None) -> StoredWindow:
     price = Decimal("100.5")
-    return {"symbol": "BTCUSDT", "start_time": datetime(2026, 1, 1, 12, minute), "is_final": final,
-            "late_trade_count": late, "trade_count": 3, "open_price": price, "high_price": price, "low_price": price,
-            "close_price": price, "average_price": price, "vwap": price, "volume": Decimal(2)}
+    return stored_window(symbol, start or datetime(2026, 1, 1, 12, minute), is_final=bool(final), late_trade_count=late,
+                         trade_count=3, agg_trade_count=2, open_price=price, high_price=price, low_price=price,
+                         close_price=price, average_price=price, vwap=price, volume=Decimal(2))
 
 
 def test_final_open_and_final_with_late_trades_are_told_apart() -> None:
@@ -22,10 +24,8 @@ def test_final_open_and_final_with_late_trades_are_told_apart() -> None:
     assert " yes " in lines[-3] and "yes, 2 late" in lines[-2] and " open " in lines[-1]
 
 
-def at(day: int, hour: int, minute: int, symbol: str = "BTCUSDT", final: int = 1) -> dict[str, object]:
-    r = row(0, final, 0)
-    r.update(symbol=symbol, start_time=datetime(2026, 1, day, hour, minute), agg_trade_count=2)
-    return r
+def at(day: int, hour: int, minute: int, symbol: str = "BTCUSDT", final: int = 1) -> StoredWindow:
+    return row(0, final, 0, symbol, datetime(2026, 1, day, hour, minute))
 
 
 def test_the_default_is_the_newest_stretch_and_a_range_selects_across_stretches() -> None:
@@ -42,7 +42,7 @@ def test_the_default_is_the_newest_stretch_and_a_range_selects_across_stretches(
 
 def test_lines_are_split_at_every_missing_minute() -> None:
     rows = [at(1, 12, m) for m in (0, 1, 2, 5, 6, 9)]
-    assert [[r["start_time"].minute for r in run] for run in report.segments(rows)] == [[0, 1, 2], [5, 6], [9]]
+    assert [[r.start_time.minute for r in run] for run in report.segments(rows)] == [[0, 1, 2], [5, 6], [9]]
 
 
 def test_the_page_has_one_interactive_panel_per_symbol_with_a_tooltip_per_candle(tmp_path: Path) -> None:

@@ -11,6 +11,8 @@ from pathlib import Path
 from pipeline.adapters import checkpoint
 from pipeline.adapters.mysql import ledger
 from pipeline.commands import demo, status
+from pipeline.core.windows import StoredWindow
+from tests.reference_rows import stored_window
 
 
 def _batch(checkpoint: Path, n: int, ends: dict[str, dict[str, int]], committed: bool) -> None:
@@ -50,9 +52,9 @@ def test_the_screen_names_every_problem_and_says_ok_only_without_any() -> None:
     assert "1,500" in text
 
 
-def _row(symbol: str, minute: int, final: bool, close: str, trades: int) -> dict[str, object]:
-    return {"symbol": symbol, "start_time": datetime(2026, 1, 1, 12, minute), "is_final": final,
-            "close_price": Decimal(close), "trade_count": trades, "vwap": Decimal(close)}
+def _row(symbol: str, minute: int, final: bool, close: str, trades: int) -> StoredWindow:
+    return stored_window(symbol, datetime(2026, 1, 1, 12, minute), is_final=final, close_price=Decimal(close),
+                         trade_count=trades, vwap=Decimal(close))
 
 
 def test_the_live_view_shows_each_symbols_forming_minute_and_its_final_ones() -> None:

@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 from pipeline.adapters.checkpoint import QUERY
 from pipeline.adapters.mysql.connection import transaction
 from pipeline.adapters.mysql.state import WINDOW_COLUMNS
 from pipeline.core import times
-from pipeline.core.windows import WindowRecord
+from pipeline.core.windows import StoredWindow
 from pipeline.settings import MysqlUrl
 
 
-def _records(cur: Any) -> list[WindowRecord]:
-    return [cast(WindowRecord, dict(zip(WINDOW_COLUMNS, row, strict=True))) for row in cur.fetchall()]
+def _records(cur: Any) -> list[StoredWindow]:
+    """Rows selected as ``WINDOW_COLUMNS`` (start and end as ms, exactly; ``is_final`` as a bool)."""
+    return [StoredWindow(r[0], times.ms(r[1]), times.ms(r[2]), average_price=r[3], open_price=r[4], high_price=r[5],
+                         low_price=r[6], close_price=r[7], volume=r[8], quote_volume=r[9], vwap=r[10],
+                         trade_count=int(r[11]), agg_trade_count=int(r[12]), is_final=bool(r[13]),
+                         late_trade_count=int(r[14]), updated_at=r[15]) for r in cur.fetchall()]
 
 
-def read_windows(url: MysqlUrl, symbol: str | None = None) -> list[WindowRecord]:
+def read_windows(url: MysqlUrl, symbol: str | None = None) -> list[StoredWindow]:
     """Every row of ``moving_averages`` (or one symbol's), by symbol and start."""
     with transaction(url) as cur:
         where, params = ("WHERE symbol = %s", (symbol,)) if symbol else ("", ())
@@ -27,13 +31,13 @@ def read_windows(url: MysqlUrl, symbol: str | None = None) -> list[WindowRecord]
         return _records(cur)
 
 
-def windows_between(url: MysqlUrl, symbol: str, start_ms: int, end_ms: int) -> dict[int, WindowRecord]:
+def windows_between(url: MysqlUrl, symbol: str, start_ms: int, end_ms: int) -> dict[int, StoredWindow]:
     """One symbol's rows with ``start_ms <= start < end_ms``, by start ms."""
     with transaction(url) as cur:
         cur.execute(f"SELECT {', '.join(WINDOW_COLUMNS)} FROM moving_averages WHERE symbol = %s "
                     "AND start_time >= %s AND start_time < %s ORDER BY start_time",
                     (symbol, times.utc(start_ms), times.utc(end_ms)))
-        return {times.ms(r["start_time"]): r for r in _records(cur)}
+        return {r.start_ms: r for r in _records(cur)}
 
 
 @dataclasses.dataclass(frozen=True)
