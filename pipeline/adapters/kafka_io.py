@@ -14,6 +14,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -46,19 +47,17 @@ def _unreachable(bootstrap: str, exc: Exception) -> ServiceError:
     return ServiceError(f"Kafka at {bootstrap} is unreachable or refused the request: {type(exc).__name__}: {exc}")
 
 
-def ensure_topic(bootstrap: str, topic: str, partitions: int = DEFAULT_PARTITIONS, options: Options = None) -> None:
-    """Create ``topic`` unless it exists, replicated ``replication_factor(brokers)`` times."""
+@contextmanager
+def _admin(bootstrap: str, options: Options, *ignored: type[KafkaError]) -> Iterator[KafkaAdminClient]:
+    """An admin client, closed after use; Kafka's errors (but ``ignored``) as one ``ServiceError``."""
     try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000,
-                                 bootstrap_timeout_ms=10_000, **client_options(options))
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30_000, bootstrap_timeout_ms=10_000,
+                                 **client_options(options))
     except KafkaError as exc:
         raise _unreachable(bootstrap, exc) from exc
     try:
-        if topic not in set(admin.list_topics()):
-            brokers = len(admin.describe_cluster()["brokers"])
-            admin.create_topics([NewTopic(topic, num_partitions=partitions,
-                                          replication_factor=replication_factor(brokers))])
-    except TopicAlreadyExistsError:
+        yield admin
+    except ignored:
         pass
     except KafkaError as exc:
         raise _unreachable(bootstrap, exc) from exc
@@ -66,25 +65,24 @@ def ensure_topic(bootstrap: str, topic: str, partitions: int = DEFAULT_PARTITION
         admin.close()
 
 
+def ensure_topic(bootstrap: str, topic: str, partitions: int = DEFAULT_PARTITIONS, options: Options = None) -> None:
+    """Create ``topic`` unless it exists, replicated ``replication_factor(brokers)`` times."""
+    with _admin(bootstrap, options, TopicAlreadyExistsError) as admin:
+        if topic not in set(admin.list_topics()):
+            brokers = len(admin.describe_cluster()["brokers"])
+            admin.create_topics([NewTopic(topic, num_partitions=partitions,
+                                          replication_factor=replication_factor(brokers))])
+
+
 def delete_topics(bootstrap: str, topics: Iterable[str], options: Options = None, wait_s: float = 30.0) -> None:
     """Delete those of ``topics`` that exist and wait (up to ``wait_s``) until the cluster no longer lists them."""
-    try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30_000, **client_options(options))
-    except KafkaError as exc:
-        raise _unreachable(bootstrap, exc) from exc
-    try:
+    with _admin(bootstrap, options, UnknownTopicOrPartitionError) as admin:
         doomed = set(topics) & set(admin.list_topics())
         if doomed:
             admin.delete_topics(sorted(doomed), timeout_ms=int(wait_s * 1000))
         deadline = time.monotonic() + wait_s
         while doomed & set(admin.list_topics()) and time.monotonic() < deadline:
             time.sleep(0.2)
-    except UnknownTopicOrPartitionError:
-        pass
-    except KafkaError as exc:
-        raise _unreachable(bootstrap, exc) from exc
-    finally:
-        admin.close()
 
 
 def end_offsets(bootstrap: str, topic: str, options: Options = None) -> dict[int, int]:
