@@ -1,5 +1,7 @@
-"""The ``pipeline`` command line: parses arguments, builds the composition root from the environment's settings
-and runs one command (``pipeline.commands``) with it.
+"""Binance trades -> Kafka -> Spark -> 1-minute windows in MySQL; settings from the PIPELINE_* variables.
+
+The ``pipeline`` command line: parses arguments, builds the composition root from the environment's settings and
+runs one command (``pipeline.commands``) with it.
 
 Every ``PipelineError`` becomes one line on stderr and its exit code; no traceback reaches the user.
 """
