@@ -4,6 +4,7 @@ against a broker whose listener demands SASL (PLAIN, SCRAM-SHA-256, SCRAM-SHA-51
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from pathlib import Path
 
@@ -74,16 +75,22 @@ def test_the_listener_refuses_a_client_without_credentials(sasl_kafka: str, topi
         kafka_io.ensure_topic(sasl_kafka, topic, options={})
 
 
-def test_callers_that_pass_no_options_get_the_environments(monkeypatch: pytest.MonkeyPatch, sasl_kafka: str,
-                                                           topic: str) -> None:
+def test_an_adapter_reads_no_environment_the_commands_hand_it_the_settings(
+        monkeypatch: pytest.MonkeyPatch, sasl_kafka: str, settings_for: Settings, topic: str) -> None:
+    """The security settings come from the composition root, never from a client's own look at the environment:
+    with them only in the environment, a bare client is refused by the SASL listener; ``pipeline status`` (handed
+    them by the root) reads the topic through it."""
     for name, value in sasl_env("SCRAM-SHA-256").items():
         monkeypatch.setenv(name, value)
-    kafka_io.ensure_topic(sasl_kafka, topic)  # as pipeline.spark.job and pipeline.replay call it
-    sink = kafka_io.TradeSink(sasl_kafka, topic)
-    sink.send_trade(synthetic_trades("ETHUSDT", START_MS, 1, seed=2)[0])
-    sink.flush()
-    sink.close()
-    assert kafka_io.last_agg_ids(sasl_kafka, topic, ["ETHUSDT"]) == {"ETHUSDT": 1}
+    with pytest.raises(ServiceError):
+        kafka_io.ensure_topic(sasl_kafka, topic)
+    env = cli_helpers.env_for(dataclasses.replace(settings_for, kafka_bootstrap=sasl_kafka, topic=topic),
+                              **sasl_env("SCRAM-SHA-256"))
+    kafka_io.ensure_topic(sasl_kafka, topic, options=Settings.from_mapping(env).kafka_client_options())
+    result = cli_helpers.run(["status", "--json"], env, timeout=120)
+    report = json.loads(result.stdout)
+    assert [s["ok"] for s in report["services"] if s["name"] == "kafka"] == [True], result.stdout[-2000:]
+    assert [p["partition"] for p in report["partitions"]] == [0, 1, 2]  # the topic read through SASL
 
 
 def test_replay_through_a_sasl_listener(sasl_kafka: str, settings_for: Settings, tmp_path: Path) -> None:
