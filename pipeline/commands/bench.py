@@ -48,5 +48,5 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     settings = ctx.settings
     if args.spark_master:  # the processor runs and Spark's raw count are children: they read it from there
         ctx = ctx.derive(Settings.from_mapping({**settings.environment(), "PIPELINE_SPARK_MASTER": args.spark_master}))
-    return bench.main(bench.Options(sizes, args.quick, parts, Path(args.out) if args.out else None,
-                                    args.partitions or settings.topic_partitions), ctx)
+    return bench.run(ctx, bench.Options(sizes, args.quick, parts, Path(args.out) if args.out else None,
+                                         args.partitions or settings.topic_partitions))
