@@ -13,9 +13,9 @@ import os
 from collections.abc import Sequence
 from typing import NoReturn
 
+from pipeline.bench import command as bench
 from pipeline.commands import (
     backfill,
-    bench,
     demo,
     migrate,
     process,

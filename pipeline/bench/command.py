@@ -1,5 +1,5 @@
-"""``pipeline bench``: throughput, freshness and memory side by side with Spark and kafka-python alone
-(``pipeline.bench``)."""
+"""``pipeline bench``: its options, checked, then the bench package's ``run``. The command lives with the bench (not
+under ``pipeline.commands``), so the commands and the bench each import only downwards."""
 
 from __future__ import annotations
 
