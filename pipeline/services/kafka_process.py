@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ServiceError
-from pipeline.services import maven, procs
 from pipeline.security import jaas_quoted
+from pipeline.services import maven, procs
 
 KAFKA_VERSION = "4.1.1"
 LOG4J_VERSION = "2.24.3"  # Kafka 4.0/4.1 log through slf4j 1.7.x; its POM leaves the backend out.
