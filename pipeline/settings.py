@@ -172,6 +172,13 @@ class Settings:
                     ("true" if value else "false") if isinstance(value, bool) else str(value))
         return env
 
+    def child_environment(self, inherited: Mapping[str, str]) -> dict[str, str]:
+        """A child ``pipeline`` process's environment: ``inherited`` (PATH, JAVA_HOME, PYSPARK_SUBMIT_ARGS...) without
+        any ``PIPELINE_*`` variable, then exactly these settings."""
+        env = {k: v for k, v in inherited.items() if not k.startswith("PIPELINE_")}
+        env.update(self.environment())
+        return env
+
     def read_url(self) -> MysqlUrl | None:
         """The read-only account's URL: PIPELINE_MYSQL_READ_URL, or else the writer's."""
         return self.mysql_read_url or self.mysql_url

@@ -31,8 +31,7 @@ class Services:
     def env(self, topic: str, database: str, checkpoint: Path) -> dict[str, str]:
         """The environment of a ``pipeline`` child: the bench's settings, with this measurement's topic, database
         (every account) and checkpoint; of the bench's own environment only what is not a pipeline setting."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")}
-        env.update(self.settings.environment())
+        env = self.settings.child_environment(os.environ)
         env.update(PIPELINE_KAFKA_BOOTSTRAP=self.bootstrap, PIPELINE_TOPIC=topic,
                    PIPELINE_CHECKPOINT_DIR=str(checkpoint),
                    PIPELINE_MYSQL_URL=self.writer.with_database(database).render(),

@@ -16,13 +16,12 @@ import dataclasses
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.commands import signals
 from pipeline.commands.context import Context
@@ -32,12 +31,13 @@ from pipeline.core.windows import StoredWindow
 from pipeline.errors import ConfigError, ServiceError
 from pipeline.settings import DEFAULT_SYMBOLS, KafkaSecurity, Settings
 
+if TYPE_CHECKING:
+    from pipeline.services.procs import Child
+
 DATABASE = "pipeline_demo"
 TOPIC = "demo.aggtrades"
 DEFAULT_SPEED = "10x"  # the 21 recorded minutes in about two minutes
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "cassettes"
-_CONNECTION_VARIABLES = ("PIPELINE_KAFKA_", "PIPELINE_MYSQL_", "PIPELINE_TOPIC", "PIPELINE_CHECKPOINT_DIR",
-                         "PIPELINE_SYMBOLS")
 
 
 def bundled_cassettes() -> list[Path]:
@@ -123,7 +123,7 @@ class Demo:
         self.ctx = ctx
         self.step = step or (lambda text: print(text, file=sys.stderr, flush=True))
         self.stop = threading.Event()
-        self.job: subprocess.Popen[bytes] | None = None
+        self.job: Child | None = None
         self.settings: Settings | None = None
 
     # ------------------------------------------------------------------------------------------------ set-up
@@ -176,15 +176,13 @@ class Demo:
 
     def start_job(self) -> Path:
         """``pipeline process`` as a child process on the demo's settings; its log goes to a file."""
-        demo = self._settings()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(_CONNECTION_VARIABLES)}
-        env.update(demo.environment())
+        from pipeline.services.procs import Child
+
         self.out_dir.mkdir(parents=True, exist_ok=True)
         log = self.out_dir / "demo-processor.log"
-        with open(log, "wb") as out:
-            self.job = subprocess.Popen([sys.executable, "-m", "pipeline", "process", "--trigger-seconds", "0.5"],
-                                        env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        start_new_session=True)  # Ctrl-C reaches the demo, which stops it
+        # In its own session: Ctrl-C reaches the demo, which stops it.
+        self.job = Child([sys.executable, "-m", "pipeline", "process", "--trigger-seconds", "0.5"], log,
+                         env=self._settings().child_environment(os.environ), name="pipeline process")
         return log
 
     def start_replay(self, items: list[Any], lowest: dict[str, int], watch: Watch, counters: Any) -> threading.Thread:
@@ -209,17 +207,9 @@ class Demo:
         if self.job is None:
             return
         try:
-            if self.job.poll() is None:
-                self.job.send_signal(signal.SIGTERM)
-                self.job.wait(timeout=60)
-        except BaseException:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.job.pid, signal.SIGKILL)
-            self.job.wait()
-            raise
+            self.job.stop(timeout_s=60)
         finally:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.job.pid, signal.SIGKILL)
+            self.job.kill()
 
 
 NO_ROWS_S = 240.0  # the job has written nothing this long after it started: something is wrong (see its log)
@@ -249,7 +239,7 @@ def _watch_until_final(demo: Demo, watch: Watch, counters: Any, reader: Any, exp
             now = time.monotonic()
             if rows and watch.first_rows_s is None:
                 watch.first_rows_s = now - watch.started
-            job_alive = demo.job is not None and demo.job.poll() is None
+            job_alive = demo.job is not None and demo.job.running()
             state = ("running" if rows else "starting") if job_alive else "stopped"
             if live is not None:
                 live.update(view(rows, watch, counters.published, state))
