@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from pipeline.core import coverage
+from pipeline.core.batch import BatchCounts, BatchRead, Identity, QuarantinedMessage
+from pipeline.core.coverage import Range
+from pipeline.core.merging import Key, Stored
 from pipeline.core.messages import Heartbeat
 from pipeline.core.ports import MAX_LIMIT, Page
 from pipeline.core.trades import Trade
+from pipeline.core.windows import Accumulator, WindowRow
 
 
 class InMemorySink:
@@ -66,3 +72,89 @@ class InMemoryExchange:
         else:
             page = visible[-limit:]
         return Page(records=page, server_time_ms=now_ms, used_weight=None)
+
+
+@dataclasses.dataclass
+class HeldWindow:
+    """A row of ``moving_averages`` as ``InMemoryWindowStore`` keeps it."""
+
+    row: WindowRow
+    acc: Accumulator
+    id_ranges: tuple[Range, ...]
+    is_final: bool = False
+    late_trade_count: int = 0
+
+
+class InMemoryWindowStore:
+    """A ``WindowStore`` in dicts, with the MySQL adapter's semantics: a final row's numbers are never rewritten (only
+    ``late_trade_count`` grows), late counts land only on rows that exist, a coverage range is keyed by its start, a
+    quarantined message is known by (topic, partition, offset, digest), a batch by its fingerprint. No rollback: a
+    step that raises leaves the steps before it done (MySQL would undo them)."""
+
+    def __init__(self) -> None:
+        self.windows: dict[Key, HeldWindow] = {}
+        self.coverage: dict[str, dict[int, int]] = {}  # symbol -> first ms -> last ms
+        self.quarantine: dict[Identity, QuarantinedMessage] = {}
+        self.ledger: dict[str, tuple[int, str, BatchCounts | None]] = {}  # fingerprint -> batch id, offsets, figures
+
+    def claim_batch(self, batch_id: int, read: BatchRead) -> bool:
+        if read.fingerprint in self.ledger:
+            return False
+        self.ledger[read.fingerprint] = (batch_id, read.offsets, None)
+        return True
+
+    def load_windows(self, keys: Iterable[Key]) -> dict[Key, Stored]:
+        return {k: Stored(w.acc, w.id_ranges, w.is_final, w.late_trade_count)
+                for k in sorted(set(keys)) if (w := self.windows.get(k)) is not None}
+
+    def load_coverage(self, symbols: Iterable[str]) -> dict[str, list[Range]]:
+        return {s: coverage.union(self.coverage.get(s, {}).items()) for s in sorted(set(symbols))}
+
+    def add_quarantine(self, messages: Sequence[QuarantinedMessage]) -> set[Identity]:
+        new = {m.identity: m for m in messages if m.identity not in self.quarantine}
+        self.quarantine.update(new)
+        return set(new)
+
+    def write_windows(self, rows: Sequence[tuple[WindowRow, Accumulator, Sequence[Range]]]) -> int:
+        for row, acc, ranges in rows:
+            held = self.windows.get((row.symbol, row.start_ms))
+            if held is None:
+                self.windows[(row.symbol, row.start_ms)] = HeldWindow(row, acc, tuple(ranges))
+            elif not held.is_final:
+                held.row, held.acc, held.id_ranges = row, acc, tuple(ranges)
+        return len(rows)
+
+    def add_late(self, late: Iterable[tuple[str, int, int]]) -> None:
+        for symbol, start_ms, n in late:
+            if (held := self.windows.get((symbol, start_ms))) is not None:
+                held.late_trade_count += n
+
+    def save_coverage(self, symbol: str, ranges: Sequence[Range], before: Sequence[Range]) -> None:
+        held = self.coverage.setdefault(symbol, {})
+        for first, last in sorted(set(before) - set(ranges)):
+            if held.get(first) == last:
+                del held[first]
+        for first, last in sorted(set(ranges) - set(before)):
+            if first in held:
+                raise KeyError(f"coverage of {symbol} from {first} is stored already (a duplicate key in MySQL)")
+            held[first] = last
+
+    def finalize_new(self, symbol: str, spans: Sequence[tuple[int, int, int]]) -> int:
+        finalized = 0
+        for first_start, last_start, end_limit in spans:
+            for (s, start_ms), held in self.windows.items():
+                if (s == symbol and not held.is_final and first_start <= start_ms <= last_start
+                        and held.row.end_ms <= end_limit):
+                    held.is_final = True
+                    finalized += 1
+        return finalized
+
+    def record_batch(self, read: BatchRead, counts: BatchCounts) -> None:
+        batch_id, offsets, _ = self.ledger[read.fingerprint]
+        self.ledger[read.fingerprint] = (batch_id, offsets, counts)
+
+    def rows(self) -> dict[Key, WindowRow]:
+        return {k: w.row for k, w in sorted(self.windows.items())}
+
+    def final(self) -> set[Key]:
+        return {k for k, w in self.windows.items() if w.is_final}

@@ -5,10 +5,15 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
+from pipeline.core.batch import BatchCounts, BatchRead, Identity, QuarantinedMessage
+from pipeline.core.coverage import Range
+from pipeline.core.merging import Key, Stored
 from pipeline.core.messages import Heartbeat
 from pipeline.core.trades import Trade
+from pipeline.core.windows import Accumulator, WindowRow
 
 MAX_LIMIT = 1000  # records in one answer of /api/v3/aggTrades at most
 
@@ -37,3 +42,29 @@ class TradeSink(Protocol):
     def send_trade(self, trade: Trade) -> None: ...
     def send_heartbeat(self, heartbeat: Heartbeat) -> None: ...
     def flush(self, timeout_s: float = 120.0) -> int: ...
+
+
+class WindowStore(Protocol):
+    """Where a batch's transaction reads and writes, one method per step (``core.unit_of_work.apply`` calls them in
+    this order, all in one transaction): ``mysql.store.MysqlWindowStore`` over a cursor, ``memory.InMemoryWindowStore``.
+    A final window's numbers are never rewritten; a quarantined message is known by ``QuarantinedMessage.identity``;
+    a batch by its fingerprint."""
+
+    def claim_batch(self, batch_id: int, read: BatchRead) -> bool:
+        """Claim the batch's ledger slot; False: a batch with this fingerprint was applied before."""
+    def load_windows(self, keys: Iterable[Key]) -> dict[Key, Stored]:
+        """The stored state of these windows, locked until the transaction ends."""
+    def load_coverage(self, symbols: Iterable[str]) -> dict[str, list[Range]]:
+        """Each symbol's known-complete coverage (merged; [] if none), locked."""
+    def add_quarantine(self, messages: Sequence[QuarantinedMessage]) -> set[Identity]:
+        """Keep each message once; the identities of those not kept before."""
+    def write_windows(self, rows: Sequence[tuple[WindowRow, Accumulator, Sequence[Range]]]) -> int:
+        """Upsert windows with their merge state (a final one keeps its numbers); how many rows were given."""
+    def add_late(self, late: Iterable[tuple[str, int, int]]) -> None:
+        """Add (symbol, start ms, n) late trades to the rows' ``late_trade_count``."""
+    def save_coverage(self, symbol: str, ranges: Sequence[Range], before: Sequence[Range]) -> None:
+        """The symbol's coverage becomes ``ranges`` (``before``: what ``load_coverage`` read)."""
+    def finalize_new(self, symbol: str, spans: Sequence[tuple[int, int, int]]) -> int:
+        """Mark final the open windows in ``spans`` (``coverage.newly_final``); how many turned final."""
+    def record_batch(self, read: BatchRead, counts: BatchCounts) -> None:
+        """The figures of the batch claimed in this transaction."""

@@ -14,6 +14,7 @@ for its symbol, never because another symbol's or another producer's trades ran 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -56,11 +57,53 @@ def run(settings: Settings, bootstrap: str, url: MysqlUrl, checkpoint_dir: Path 
     migrations.ensure_schema(url, settings.mysql_admin_url)
     kafka_io.ensure_topic(bootstrap, settings.topic, settings.topic_partitions, settings.kafka_client_options())
     summary = JobSummary()
-    # The ledger's run id is the query's id, which Spark keeps in the checkpoint itself (any file system, hdfs://
-    # and s3a:// included): created with the checkpoint, gone with it, never a side file that can disagree.
     batch_writer = writer.BatchWriter(url, summary, driver_batch_max=settings.driver_batch_max)
-    source = (
-        spark().readStream.format("kafka")
+    source = _source(spark(), bootstrap, settings)
+    trigger: dict[str, Any] = {"availableNow": True} if until_idle else {"processingTime": f"{trigger_seconds} seconds"}
+
+    def start() -> Any:
+        # A stateless query: the window state is in MySQL, so the checkpoint holds only offsets ("stream", not
+        # the stateful "windows" checkpoint of schema 1, which Spark could not resume with this plan).
+        query = (source.writeStream.queryName(writer.QUERY).foreachBatch(batch_writer)
+                 .option("checkpointLocation", checkpoint_location(checkpoint_dir, "stream")).trigger(**trigger)
+                 .start())
+        # The ledger's run id is the query's id, which Spark keeps in the checkpoint itself (any file system,
+        # hdfs:// and s3a:// included): created with the checkpoint, gone with it, never a side file that can
+        # disagree.
+        batch_writer.run = str(query.id)
+        return query
+
+    query = start()
+    stop = stop or _stop_on_signals()
+    try:
+        while not stop.is_set():
+            if until_idle:
+                with contextlib.suppress(StreamingQueryException):
+                    query.awaitTermination()
+            if not query.isActive:
+                exc = query.exception()
+                if exc is None:
+                    break
+                if not _is_spark_55271(exc) or summary.spark_restarts >= 3:
+                    raise _failure(exc, batch_writer.failed, settings) from exc
+                summary.spark_restarts += 1
+                log.warning("query %s hit Spark bug SPARK-55271 after a restart; starting it again", writer.QUERY)
+                query = start()
+            if not until_idle:
+                stop.wait(1.0)
+    finally:
+        if query.isActive:
+            query.stop()
+        batch_writer.connection.close()
+    if batch_writer.ready:
+        summary.checkpoint_totals = ledger.run_totals(url, batch_writer.run)
+    return summary
+
+
+def _source(session: Any, bootstrap: str, settings: Settings) -> Any:
+    """The topic as a streaming DataFrame."""
+    return (
+        session.readStream.format("kafka")
         .option("kafka.bootstrap.servers", bootstrap)
         .option("subscribe", settings.topic)
         .option("startingOffsets", "earliest")
@@ -73,61 +116,15 @@ def run(settings: Settings, bootstrap: str, url: MysqlUrl, checkpoint_dir: Path 
         .options(**settings.kafka_spark_options())
         .load()
     )
-    trigger: dict[str, Any] = {"availableNow": True} if until_idle else {"processingTime": f"{trigger_seconds} seconds"}
-    starters = {
-        # A stateless query: the window state is in MySQL, so the checkpoint holds only offsets ("stream", not
-        # the stateful "windows" checkpoint of schema 1, which Spark could not resume with this plan).
-        writer.QUERY: lambda: source.writeStream.queryName(writer.QUERY)
-        .foreachBatch(batch_writer)
-        .option("checkpointLocation", checkpoint_location(checkpoint_dir, "stream")).trigger(**trigger).start(),
-    }
 
-    def start(name: str) -> Any:
-        query = starters[name]()
-        batch_writer.run = str(query.id)
-        return query
 
-    queries = {name: start(name) for name in starters}
-    restarts = dict.fromkeys(queries, 0)
-    stop = stop or _stop_on_signals()
-    finished: dict[str, Any] = {}
-    try:
-        while len(finished) < len(queries) and not stop.is_set():
-            for name, query in list(queries.items()):
-                if name in finished:
-                    continue
-                if until_idle:
-                    try:
-                        query.awaitTermination()
-                    except StreamingQueryException:
-                        pass
-                elif query.isActive:
-                    continue
-                exc = query.exception()
-                if exc is not None and _is_spark_55271(exc) and restarts[name] < 3:
-                    restarts[name] += 1
-                    summary.spark_restarts += 1
-                    log.warning("query %s hit Spark bug SPARK-55271 after a restart; starting it again", name)
-                    queries[name] = start(name)
-                    continue
-                if exc is not None:
-                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                    failed = batch_writer.failed or "a batch"
-                    raise ServiceError(
-                        f"the Spark query {name} failed on {failed}: {first[:500]} (its checkpoint is kept; fix the "
-                        f"cause and run again; if the batch is too large for this driver, run again with a smaller "
-                        f"PIPELINE_MAX_OFFSETS_PER_TRIGGER, now {settings.max_offsets_per_trigger:,})") from exc
-                finished[name] = query
-            if not until_idle:
-                stop.wait(1.0)
-    finally:
-        for query in queries.values():
-            if query.isActive:
-                query.stop()
-        batch_writer.connection.close()
-    if batch_writer.ready:
-        summary.checkpoint_totals = ledger.run_totals(url, batch_writer.run)
-    return summary
+def _failure(exc: BaseException, failed: str | None, settings: Settings) -> ServiceError:
+    """What to tell the operator when the query failed (``failed``: the batch that raised, if the writer knows)."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return ServiceError(
+        f"the Spark query {writer.QUERY} failed on {failed or 'a batch'}: {first[:500]} (its checkpoint is kept; fix "
+        f"the cause and run again; if the batch is too large for this driver, run again with a smaller "
+        f"PIPELINE_MAX_OFFSETS_PER_TRIGGER, now {settings.max_offsets_per_trigger:,})")
 
 
 def _stop_on_signals() -> threading.Event:

@@ -10,6 +10,7 @@ import pymysql
 import pytest
 
 from pipeline.adapters.mysql import connection, ledger, migrations, quarantine
+from pipeline.core.batch import BatchCounts, QuarantinedMessage
 from pipeline.settings import MysqlUrl
 
 
@@ -22,17 +23,17 @@ def url(mysql_url: MysqlUrl) -> MysqlUrl:
 def test_the_ledger_knows_a_batch_by_what_it_read_not_by_its_batch_id(url: MysqlUrl) -> None:
     with connection.transaction(url) as cur:
         assert ledger.claim_batch(cur, "run-a", "stream", 0, "f" * 64, "t/0:0-9")
-        ledger.record_batch(cur, "stream", "f" * 64, ledger.BatchCounts(trades_merged=10))
+        ledger.record_batch(cur, "stream", "f" * 64, BatchCounts(trades_merged=10))
     with connection.transaction(url) as cur:
         # The same content again (a re-execution, under any run or batch id): applied before.
         assert not ledger.claim_batch(cur, "run-b", "stream", 7, "f" * 64, "t/0:0-9")
         # Batch id 0 of the same run reading other offsets (a deleted or restored checkpoint): a new batch.
         assert ledger.claim_batch(cur, "run-a", "stream", 0, "e" * 64, "t/0:0-19")
-    assert ledger.run_totals(url, "run-a") == ledger.BatchCounts(trades_merged=10)
+    assert ledger.run_totals(url, "run-a") == BatchCounts(trades_merged=10)
 
 
-def _message(offset: int, raw: str | None, reason: str = "not JSON") -> quarantine.QuarantinedMessage:
-    return quarantine.QuarantinedMessage("t", 0, offset, datetime(2026, 1, 1, 12), raw, reason)
+def _message(offset: int, raw: str | None, reason: str = "not JSON") -> QuarantinedMessage:
+    return QuarantinedMessage("t", 0, offset, datetime(2026, 1, 1, 12), raw, reason)
 
 
 def test_quarantine_keeps_each_message_once_by_position_and_content(url: MysqlUrl) -> None:

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from pipeline.adapters.mysql import connection, migrations, quarantine, state
 from pipeline.core import coverage, times, windows
+from pipeline.core.batch import QuarantinedMessage
 from pipeline.core.messages import Heartbeat, decode
 from pipeline.core.trades import (
     MAX_FILLS,
@@ -175,14 +176,14 @@ def write_and_read_back(url: MysqlUrl, valid: list[bytes], hostile: Sequence[byt
     """Decode ``valid`` (the core must accept each) and ``hostile`` values, write what the job would, read it back."""
     accepted: list[Trade] = []
     beats: list[Heartbeat] = []
-    rejected: list[quarantine.QuarantinedMessage] = []
+    rejected: list[QuarantinedMessage] = []
     for offset, raw in enumerate([*valid, *hostile]):
         try:
             decoded = decode(raw)
         except MalformedTrade as exc:
             assert offset >= len(valid), f"the core refused a value within its bounds: {exc}"
             stamp = datetime(1970, 1, 1) + timedelta(milliseconds=offset * 7_919_000_000_001 % 4_102_444_800_000)
-            rejected.append(quarantine.QuarantinedMessage(
+            rejected.append(QuarantinedMessage(
                 "t" * 249, 2**31 - 1, 2**63 - 1 - offset, stamp, raw.decode("utf-8", "replace"), str(exc)))
             continue
         if isinstance(decoded, Trade):

@@ -4,12 +4,13 @@ after a crash finds its row and changes nothing, whatever became of the checkpoi
 
 from __future__ import annotations
 
-import dataclasses
+from collections.abc import Iterable
 from typing import Any
 
 import pymysql
 
 from pipeline.adapters.mysql.connection import transaction
+from pipeline.core.batch import BatchCounts
 from pipeline.core.times import utc_now
 from pipeline.settings import MysqlUrl
 
@@ -32,20 +33,6 @@ def claim_batch(cur: Any, run_id: str, query: str, batch_id: int, fingerprint: s
     return True
 
 
-@dataclasses.dataclass(frozen=True)
-class BatchCounts:
-    trades_merged: int = 0
-    duplicates: int = 0
-    late_trades: int = 0
-    quarantined: int = 0
-    rows_written: int = 0
-    rows_finalized: int = 0
-
-    def __add__(self, other: BatchCounts) -> BatchCounts:
-        return BatchCounts(*(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other),
-                                                    strict=True)))
-
-
 def record_batch(cur: Any, query: str, fingerprint: str, counts: BatchCounts) -> None:
     """The figures of a batch claimed in this transaction."""
     cur.execute("UPDATE pipeline_batches SET rows_written = %s, rows_finalized = %s, trades_merged = %s, "
@@ -62,6 +49,12 @@ def run_totals(url: MysqlUrl, run_id: str) -> BatchCounts:
                     "COALESCE(SUM(late_trades), 0), COALESCE(SUM(quarantined), 0), COALESCE(SUM(rows_written), 0), "
                     "COALESCE(SUM(rows_finalized), 0) FROM pipeline_batches WHERE run_id = %s", (run_id,))
         return BatchCounts(*(int(v) for v in cur.fetchone()))
+
+
+def offsets_text(parts: Iterable[tuple[str, int, int, int]]) -> str:
+    """The ``offsets`` a ledger row keeps of (topic, partition, first offset, last offset) per partition, sorted:
+    "topic/p:a-b ..." (``read_ends`` reads it)."""
+    return " ".join(f"{t}/{p}:{a}-{b}" for t, p, a, b in sorted(parts))
 
 
 def read_ends(offsets_texts: list[str], topic: str) -> dict[int, int]:

@@ -2,53 +2,33 @@
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from pipeline.adapters.mysql.state import KEY_CHUNK
+from pipeline.core.batch import Identity, QuarantinedMessage
 from pipeline.core.times import utc_now
 
 REASON_CHARS = 255  # quarantine.reason
 RAW_VALUE_CHARS = 4_000_000  # quarantine.raw_value (MEDIUMTEXT: 16 MiB, up to 4 bytes a character)
 
 
-@dataclasses.dataclass(frozen=True)
-class QuarantinedMessage:
-    topic: str
-    partition: int
-    offset: int
-    kafka_timestamp: datetime | None
-    raw_value: str | None
-    reason: str
-
-    @property
-    def digest(self) -> str:
-        """What tells this message from another one at the same position (a recreated topic reuses offsets)."""
-        stamp = self.kafka_timestamp.isoformat() if self.kafka_timestamp else "-"
-        return hashlib.sha256(f"{stamp}\n{self.raw_value}".encode("utf-8", "surrogatepass")).hexdigest()
-
-    @property
-    def identity(self) -> tuple[str, int, int, str]:
-        return self.topic, self.partition, self.offset, self.digest
-
-    def row(self, now: datetime) -> tuple[Any, ...]:
-        """Cut explicitly to what the columns hold (never left to the server: strict mode would fail the batch,
-        ``INSERT IGNORE`` would hide it), saying so in the kept text."""
-        raw = self.raw_value
-        if raw is not None and len(raw) > RAW_VALUE_CHARS:
-            raw = f"{raw[:RAW_VALUE_CHARS]}... [cut: {len(raw)} characters in the message]"
-        reason = self.reason if len(self.reason) <= REASON_CHARS else self.reason[:REASON_CHARS - 3] + "..."
-        return (self.topic, self.partition, self.offset, self.digest, self.kafka_timestamp, reason, raw, now)
+def _row(m: QuarantinedMessage, now: datetime) -> tuple[Any, ...]:
+    """Cut explicitly to what the columns hold (never left to the server: strict mode would fail the batch,
+    ``INSERT IGNORE`` would hide it), saying so in the kept text."""
+    raw = m.raw_value
+    if raw is not None and len(raw) > RAW_VALUE_CHARS:
+        raw = f"{raw[:RAW_VALUE_CHARS]}... [cut: {len(raw)} characters in the message]"
+    reason = m.reason if len(m.reason) <= REASON_CHARS else m.reason[:REASON_CHARS - 3] + "..."
+    return (m.topic, m.partition, m.offset, m.digest, m.kafka_timestamp, reason, raw, now)
 
 
-def add_quarantine(cur: Any, messages: Sequence[QuarantinedMessage]) -> set[tuple[str, int, int, str]]:
+def add_quarantine(cur: Any, messages: Sequence[QuarantinedMessage]) -> set[Identity]:
     """Keep rejected messages with their reason, each once (by position and content); returns the identities of
     those that were not kept before (a re-executed batch finds its messages kept and adds nothing)."""
     wanted = {m.identity: m for m in messages}
-    known: set[tuple[str, int, int, str]] = set()
+    known: set[Identity] = set()
     keys = sorted(wanted)
     for i in range(0, len(keys), KEY_CHUNK):
         chunk = keys[i:i + KEY_CHUNK]
@@ -62,6 +42,6 @@ def add_quarantine(cur: Any, messages: Sequence[QuarantinedMessage]) -> set[tupl
         now = utc_now()
         cur.executemany("INSERT INTO quarantine (topic, kafka_partition, kafka_offset, digest, kafka_timestamp, "
                         "reason, raw_value, received_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                        [m.row(now) for m in new])
+                        [_row(m, now) for m in new])
     return {m.identity for m in new}
 
