@@ -112,7 +112,7 @@ def classify(messages: DataFrame) -> DataFrame:
     heartbeat, else why the message goes to quarantine.
 
     The decimals are columns of their own, computed once: inlined, each of the CASE's branches that reads them and
-    then ``trades`` would cast the strings again (issue 11: casts were the largest cost of a batch)."""
+    then ``trades`` would cast the strings again (casts were once the largest cost of a batch)."""
     m = F.col("msg")
     messages = messages.withColumn("price", _exact_decimal(m["p"])).withColumn("quantity", _exact_decimal(m["q"]))
     price, qty = F.col("price"), F.col("quantity")
@@ -189,7 +189,7 @@ def flag_behind(trade_rows: DataFrame, pieces: DataFrame | None) -> DataFrame:
     ``pieces`` (``COVER_SCHEMA``; None: the batch has no heartbeat) are disjoint per (symbol, partition), so one
     pass sorted by time finds each trade's piece: the last one starting at or before the trade (a piece sorts
     before a trade of the same ms). The cost is a sort of the batch's trades and pieces, in the shuffle ``islands``
-    needs anyway: bounded by the batch's size, whatever it holds (issue 18: one OR term per heartbeat overflowed
+    needs anyway: bounded by the batch's size, whatever it holds (one OR term per heartbeat overflowed
     Spark's stack at 600 heartbeats)."""
     if pieces is None:
         return trade_rows.repartition("symbol", "start_ms").withColumn("after", F.lit(False))
