@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pipeline.core import times
 from pipeline.core.trades import MIN_TIME_MS, MalformedTrade, Trade, is_symbol, parse_archive_row
 from pipeline.errors import InputError
 
@@ -67,7 +68,7 @@ class Archive:
         try:
             first = datetime(year, month, int(match["day"] or 1), tzinfo=UTC)
             days = 1 if match["day"] else calendar.monthrange(year, month)[1]
-            start_ms = int(first.timestamp() * 1000)
+            start_ms = times.ms(first)
         except ValueError as exc:
             raise InputError(f"{path.name}: the date in the name is not a real date") from exc
         if not is_symbol(match["symbol"]):

@@ -24,6 +24,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from pipeline.core import times
 from pipeline.core.ports import MAX_LIMIT, Page
 from pipeline.errors import BadAnswer, ConfigError, ExchangeError, ExchangeUnavailable, RateLimited
 
@@ -209,7 +210,7 @@ def _json_list(response: requests.Response, what: str) -> list[Any]:
 
 def _server_time_ms(response: requests.Response) -> int | None:
     parsed = _http_date(response.headers.get("Date") or "")
-    return None if parsed is None else int(parsed.timestamp() * 1000)
+    return None if parsed is None else times.ms(parsed)
 
 
 def _error_text(response: requests.Response) -> str:
