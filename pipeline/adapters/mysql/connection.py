@@ -84,6 +84,11 @@ class Connection:
             conn.close()
 
 
+class RowAppeared(ServiceError):
+    """A row the transaction read as missing was inserted by another writer meanwhile (no gap lock held it off,
+    as under READ COMMITTED): the whole transaction runs again and finds the row."""
+
+
 # Failures that say nothing about the data: a deadlock or lock wait (the server rolled back), or a connection lost
 # or refused. The whole transaction is run again; anything else (a refused login, a bad statement) is raised.
 RETRYABLE = frozenset({1205, 1213, 1040, 1053, 2003, 2006, 2013, 2055})
@@ -92,6 +97,8 @@ RETRY_SECONDS = 900.0  # how long a batch keeps trying before the job stops with
 
 def retryable(exc: BaseException) -> bool:
     while exc is not None:
+        if isinstance(exc, RowAppeared):
+            return True
         if isinstance(exc, pymysql.err.OperationalError | pymysql.err.InternalError) and exc.args \
                 and exc.args[0] in RETRYABLE:
             return True

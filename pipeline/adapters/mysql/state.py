@@ -5,10 +5,13 @@ accept, and the one PyMySQL's ``executemany`` turns into a single multi-row stat
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+import pymysql
+
+from pipeline.adapters.mysql.connection import RowAppeared
 from pipeline.core import coverage
 from pipeline.core.coverage import Range
 from pipeline.core.merging import Stored
@@ -21,12 +24,13 @@ WINDOW_COLUMNS = ("symbol", "start_time", "end_time", "average_price", "open_pri
                   "late_trade_count", "updated_at")
 _STATE_COLUMNS = ("price_sum", "agg_id_ranges")
 _WRITTEN = (*WINDOW_COLUMNS[:-3], *_STATE_COLUMNS, "updated_at")
+INSERT = f"INSERT INTO moving_averages ({', '.join(_WRITTEN)}) VALUES ({', '.join(['%s'] * len(_WRITTEN))})"
 UPSERT = (
-    f"INSERT INTO moving_averages ({', '.join(_WRITTEN)}) VALUES ({', '.join(['%s'] * len(_WRITTEN))})"
-    " ON DUPLICATE KEY UPDATE "
+    INSERT + " ON DUPLICATE KEY UPDATE "
     # A final row keeps its numbers whatever a (mistaken) caller sends.
     + ", ".join(f"{c} = IF(is_final = 1, {c}, VALUES({c}))" for c in (*_WRITTEN[2:],))
 )
+DUPLICATE_KEY = 1062
 KEY_CHUNK = 500  # keys per IN (...) lookup: statements stay far below any server's packet limit
 
 
@@ -54,14 +58,31 @@ def load_windows(cur: Any, keys: Iterable[tuple[str, int]]) -> dict[tuple[str, i
 
 
 
-def write_windows(cur: Any, rows: Sequence[tuple[WindowRow, Accumulator, Sequence[Range]]]) -> int:
-    """Upsert open windows with their merge state (``is_final`` is the finalize step's business)."""
+def write_windows(cur: Any, rows: Sequence[tuple[WindowRow, Accumulator, Sequence[Range]]],
+                  existing: Collection[tuple[str, int]] | None = None) -> int:
+    """Write open windows with their merge state (``is_final`` is the finalize step's business). With ``existing``
+    (the keys ``load_windows`` found, locked), the other rows are plain INSERTs: a row that appeared since the load
+    (another writer's, committed; READ COMMITTED takes no gap locks) fails the statement with ``RowAppeared``, and
+    the caller's retry merges into it, instead of overwriting it. Without, every row is upserted."""
     now = utc_now()
     params = [(r.symbol, utc(r.start_ms), utc(r.end_ms), r.average_price, r.open_price, r.high_price, r.low_price,
                r.close_price, r.volume, r.quote_volume, r.vwap, r.trade_count, r.agg_trade_count, acc.price_sum,
                coverage.render(ranges), now) for r, acc, ranges in rows]
-    if params:
-        cur.executemany(UPSERT, params)
+    if existing is None:
+        upserted, inserted = params, []
+    else:
+        known = set(existing)
+        upserted = [p for p, (r, _, _) in zip(params, rows, strict=True) if (r.symbol, r.start_ms) in known]
+        inserted = [p for p, (r, _, _) in zip(params, rows, strict=True) if (r.symbol, r.start_ms) not in known]
+    if upserted:
+        cur.executemany(UPSERT, upserted)
+    if inserted:
+        try:
+            cur.executemany(INSERT, inserted)
+        except pymysql.err.IntegrityError as exc:
+            if exc.args and exc.args[0] == DUPLICATE_KEY:
+                raise RowAppeared(f"a window row appeared after it was read: {exc.args[-1]}") from exc
+            raise
     return len(params)
 
 
@@ -127,8 +148,13 @@ def save_coverage(cur: Any, symbol: str, ranges: Sequence[Range], before: Sequen
         cur.executemany("DELETE FROM pipeline_coverage WHERE symbol = %s AND first_ms = %s AND last_ms = %s",
                         [(symbol, a, b) for a, b in removed])
     if added:
-        cur.executemany("INSERT INTO pipeline_coverage (symbol, first_ms, last_ms) VALUES (%s, %s, %s)",
-                        [(symbol, a, b) for a, b in added])
+        try:
+            cur.executemany("INSERT INTO pipeline_coverage (symbol, first_ms, last_ms) VALUES (%s, %s, %s)",
+                            [(symbol, a, b) for a, b in added])
+        except pymysql.err.IntegrityError as exc:  # another writer's range, committed since the load
+            if exc.args and exc.args[0] == DUPLICATE_KEY:
+                raise RowAppeared(f"a coverage range of {symbol} appeared after it was read: {exc.args[-1]}") from exc
+            raise
 
 
 def finalize_new(cur: Any, symbol: str, spans: Sequence[tuple[int, int, int]]) -> int:

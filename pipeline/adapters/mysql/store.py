@@ -16,12 +16,15 @@ from pipeline.core.windows import Accumulator, WindowRow
 class MysqlWindowStore:
     def __init__(self, cur: Any, run: str, query: str) -> None:
         self.cur, self.run, self.query = cur, run, query
+        self.loaded: set[Key] = set()  # the windows load_windows found (and locked)
 
     def claim_batch(self, batch_id: int, read: BatchRead) -> bool:
         return ledger.claim_batch(self.cur, self.run, self.query, batch_id, read.fingerprint, read.offsets)
 
     def load_windows(self, keys: Iterable[Key]) -> dict[Key, Stored]:
-        return state.load_windows(self.cur, keys)
+        found = state.load_windows(self.cur, keys)
+        self.loaded.update(found)
+        return found
 
     def load_coverage(self, symbols: Iterable[str]) -> dict[str, list[Range]]:
         return state.load_coverage(self.cur, symbols)
@@ -30,7 +33,7 @@ class MysqlWindowStore:
         return quarantine.add_quarantine(self.cur, messages)
 
     def write_windows(self, rows: Sequence[tuple[WindowRow, Accumulator, Sequence[Range]]]) -> int:
-        return state.write_windows(self.cur, rows)
+        return state.write_windows(self.cur, rows, self.loaded)
 
     def add_late(self, late: Iterable[tuple[str, int, int]]) -> None:
         state.add_late(self.cur, late)
