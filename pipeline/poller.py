@@ -4,7 +4,8 @@ Each symbol moves on its own: a busy symbol catching up fetches page after page 
 only every ``poll_interval_s``. After every answer the poller knows up to when the symbol is complete::
 
     full page (1000 trades, more to come)   complete before the page's last trade time T_last
-    short page (caught up)                  complete before the server's clock - lag_ms
+    short page (caught up)                  complete before the server's clock (its Date) - lag_ms
+    short page, no Date header              complete before its last trade time (the local clock proves nothing)
 
 and once that crosses a minute boundary it yields a coverage ``Heartbeat(symbol, covered_from, complete_before)``:
 every trade of the symbol in that stretch is published. The job closes a symbol's windows from those alone, so
@@ -189,11 +190,14 @@ def poll(source: ExchangeSource, states: Mapping[str, SymbolState], counters: Co
                     state.due_s = clock() + poll_interval_s
                     continue
                 page = source.agg_trades(state.symbol, from_id=state.cursor)
+                if len(page.records) >= MAX_LIMIT and not _ids_and_times(page):  # asked again at once: a hot loop
+                    raise BadAnswer(f"Binance sent {state.symbol} a full page without one usable agg id "
+                                    f"(fromId={state.cursor})")
             except (RateLimited, ExchangeUnavailable) as exc:
                 failures = _wait_out(exc, failures, counters, sleep, clock, never_reached_s)
                 break
             failures, counters.answered = 0, True
-            yield from _take(state, page, counters, lag_ms, clock)
+            yield from _take(state, page, counters, lag_ms)
             full = len(page.records) >= MAX_LIMIT
             state.due_s = clock() + (0.0 if full else poll_interval_s)
             on_answer()
@@ -226,8 +230,7 @@ def _wait_out(exc: RateLimited | ExchangeUnavailable, failures: int, counters: C
     return failures
 
 
-def _take(state: SymbolState, page: Page, counters: Counters, lag_ms: int,
-          clock: Callable[[], float]) -> Iterator[Item]:
+def _take(state: SymbolState, page: Page, counters: Counters, lag_ms: int) -> Iterator[Item]:
     trades = _parse_page(state.symbol, page.records, counters)
     ids = [r["a"] for r in page.records if isinstance(r, dict) and type(r.get("a")) is int]
     if ids:  # past malformed records too (counted as rejected), or they would be asked for forever
@@ -236,9 +239,13 @@ def _take(state: SymbolState, page: Page, counters: Counters, lag_ms: int,
     if len(page.records) >= MAX_LIMIT:
         # More to come; trades at the last one's millisecond may continue on the next page.
         complete = max((t.event_time_ms for t in trades), default=state.complete_before_ms)
+    elif page.server_time_ms is not None:
+        complete = page.server_time_ms - lag_ms
     else:
-        server_ms = page.server_time_ms if page.server_time_ms is not None else int(clock() * 1000)
-        complete = server_ms - lag_ms
+        # No Date header: the exchange's clock is unknown, and the local one may run ahead of it. Every trade
+        # before the newest one it sent has been sent (ids ascend, times never decrease): complete only before that.
+        counters.undated += 1
+        complete = max((t.event_time_ms for t in trades), default=state.complete_before_ms)
     state.complete_before_ms = max(state.complete_before_ms, complete)
     announced = state.announced_ms
     if state.complete_before_ms > state.covered_from_ms and (

@@ -16,10 +16,12 @@ class Counters:
     missing_ids: int = 0
     heartbeats: int = 0
     exchange_errors: int = 0
+    undated: int = 0  # answers without a Date header: coverage held to their newest trade's time
     answered: bool = False  # the exchange gave one usable answer since start
     failing_since_s: float | None = None  # first failure while it had not (clock seconds)
 
     def summary(self) -> str:
         return (f"published {self.published}, invalid {self.invalid}, rejected {self.rejected}, "
                 f"duplicates skipped {self.duplicates}, gaps {self.gaps} ({self.missing_ids} agg ids missing), "
-                f"heartbeats {self.heartbeats}, exchange errors {self.exchange_errors}")
+                f"heartbeats {self.heartbeats}, exchange errors {self.exchange_errors}"
+                + (f", answers without a Date {self.undated}" if self.undated else ""))

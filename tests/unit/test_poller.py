@@ -243,3 +243,53 @@ def test_trades_between_refuses_a_full_page_with_no_usable_id() -> None:
     exchange.agg_trades = garbage  # type: ignore[method-assign]
     with pytest.raises(BadAnswer, match="without one usable agg id"):
         list(poller.trades_between(exchange, "BTCUSDT", start, start + 60_000, Counters()))
+
+
+def test_a_full_page_without_one_usable_id_is_waited_out_not_asked_again_at_once() -> None:
+    """A page of 1,000 records none of which has an id moves no cursor: asking again at once would loop forever."""
+    clock = poller.VirtualClock(T0 / 1000)
+    exchange = InMemoryExchange({"BTCUSDT": records(2.0, 3, seed=3)}, clock)
+    real, asked = exchange.agg_trades, []
+
+    def garbage(symbol: str, **kwargs: Any) -> Any:
+        page = real(symbol, **kwargs)
+        if kwargs.get("from_id") is not None:
+            asked.append(clock())
+            page = dataclasses.replace(page, records=[{"x": 1}] * 1_000)
+        return page
+
+    exchange.agg_trades = garbage  # type: ignore[method-assign]
+    counters = Counters()
+    states = poller.start_states(["BTCUSDT"], {}, T0)
+    items = list(poller.poll(exchange, states, counters, lag_ms=LAG_MS, clock=clock, sleep=clock.sleep,
+                             stop=lambda: clock() >= T0 / 1000 + 300 or len(asked) > 1_000))
+    assert 5 < len(asked) < 30  # backoff 2, 4, 8, 16, then 30 s: about 14 requests in 300 s
+    assert counters.exchange_errors == len(asked)
+    assert not [i for i in items if isinstance(i, Heartbeat)]
+
+
+def test_without_a_date_header_a_fast_local_clock_declares_nothing_complete() -> None:
+    """The exchange's answers carry no Date and the producer's clock runs 4 minutes ahead (within the 5 minutes of
+    skew the job tolerates): coverage may only reach the newest trade the exchange sent."""
+    exchange_clock = poller.VirtualClock(T0 / 1000)
+    served = {"BTCUSDT": records(2.0, 6, seed=11)}
+    exchange = InMemoryExchange(served, exchange_clock)
+    real = exchange.agg_trades
+
+    def undated(symbol: str, **kwargs: Any) -> Any:
+        return dataclasses.replace(real(symbol, **kwargs), server_time_ms=None)
+
+    exchange.agg_trades = undated  # type: ignore[method-assign]
+    fast = poller.VirtualClock(T0 / 1000 + 240)  # the producer's clock; the exchange's moves with it
+
+    def sleep(seconds: float) -> None:
+        fast.sleep(seconds)
+        exchange_clock.sleep(seconds)
+
+    counters = Counters()
+    items = list(poller.poll(exchange, poller.start_states(["BTCUSDT"], {}, T0), counters, lag_ms=LAG_MS,
+                             clock=fast, sleep=sleep, stop=lambda: exchange_clock() >= T0 / 1000 + 200))
+    beats = [i for i in items if isinstance(i, Heartbeat)]
+    assert beats and counters.undated > 0
+    assert_coverage_honest(items, served)
+    assert max(b.complete_before_ms for b in beats) <= exchange_clock() * 1000
