@@ -104,12 +104,13 @@ class Delivered:
 
 def cover_pieces(beats: Iterable[Beat]) -> list[tuple[str, int, int, int, int]]:
     """A batch's heartbeats as (symbol, partition, from_ms, until_ms, offset) rows (``transforms.COVER_SCHEMA``): per
-    (symbol, partition), when each time is first covered (``coverage.earliest_cover``)."""
+    (symbol, partition), when each window is first wholly covered (``coverage.earliest_cover``, then
+    ``coverage.whole_windows``): a trade is behind a heartbeat only if that heartbeat closed its whole minute."""
     homes: dict[tuple[str, int], list[tuple[int, int, int]]] = {}
     for symbol, partition, offset, start, end in beats:
         homes.setdefault((symbol, partition), []).append((offset, start, end))
     return [(symbol, partition, start, end, offset) for (symbol, partition), spans in sorted(homes.items())
-            for start, end, offset in coverage.earliest_cover(spans)]
+            for start, end, offset in coverage.whole_windows(coverage.earliest_cover(spans), windows.WINDOW_MS)]
 
 
 def gather(read: BatchRead, delivered: Sequence[Delivered],

@@ -103,6 +103,48 @@ def earliest_cover(heartbeats: Iterable[tuple[int, int, int]]) -> list[Piece]:
     return pieces
 
 
+def whole_windows(pieces: Sequence[Piece], window_ms: int) -> list[Piece]:
+    """``earliest_cover``'s pieces coarsened to whole windows: for each window every millisecond of which the
+    pieces hold, the offset at which it is first wholly covered (the highest offset over its milliseconds); a window
+    they hold only in part has none. Whether a trade is behind a heartbeat then depends on its window, as whether
+    its window is final does, never on where Spark cut the batches::
+
+        pieces (offset):   [0, 90) 7 | [90, 200) 9          windows of 60:  [0, 60) 7 | [60, 180) 9
+
+    Adjacent windows with one offset share a piece: at most one piece per piece given plus one per boundary between
+    pieces, whatever the time they span."""
+    out: list[Piece] = []
+
+    def emit(start: int, end: int, offset: int) -> None:
+        if out and out[-1][1] == start and out[-1][2] == offset:
+            out[-1] = (out[-1][0], end, offset)
+        else:
+            out.append((start, end, offset))
+
+    i = 0
+    while i < len(pieces):
+        j = i
+        while j + 1 < len(pieces) and pieces[j + 1][0] == pieces[j][1]:
+            j += 1
+        run, i = pieces[i:j + 1], j + 1  # pieces that join up, without a gap
+        w, end, k = -(-run[0][0] // window_ms) * window_ms, run[-1][1], 0
+        while w + window_ms <= end:
+            while run[k][1] <= w:
+                k += 1
+            if w + window_ms <= run[k][1]:  # whole windows inside one piece
+                last = run[k][1] // window_ms * window_ms
+                emit(w, last, run[k][2])
+                w = last
+                continue
+            highest, m = run[k][2], k  # a window across pieces: covered once the last of them is
+            while run[m][1] < w + window_ms:
+                m += 1
+                highest = max(highest, run[m][2])
+            emit(w, w + window_ms, highest)
+            w += window_ms
+    return out
+
+
 def first_cover(pieces: Sequence[Piece], starts: Sequence[int], t: int) -> int | None:
     """The offset of the first heartbeat covering ``t`` (``earliest_cover``'s pieces, ``starts`` their from_ms), or
     None: a trade at a higher offset is behind a heartbeat that covers it."""

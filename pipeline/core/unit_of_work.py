@@ -51,7 +51,9 @@ def apply(store: WindowStore, g: Gathered, batch_id: int) -> BatchCounts | None:
             new_coverage.setdefault(symbol, []).append((start, end - 1))
     if not store.claim_batch(batch_id, g.read):
         return None
-    stored = store.load_windows({(i.symbol, i.start_ms) for i in g.islands})
+    # The windows of trades behind a heartbeat too: a copy of a counted trade there is a duplicate, and a late
+    # trade is counted on its row, whichever batch the heartbeat came in.
+    stored = store.load_windows({(i.symbol, i.start_ms) for i in (*g.islands, *g.behind)})
     symbols = {i.symbol for i in g.islands} | {b[0] for b in g.beats}
     before = store.load_coverage(symbols)
     outcomes = merging.settle(stored, before, g.islands, g.exact_trades)

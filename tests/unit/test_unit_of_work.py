@@ -11,7 +11,6 @@ import copy
 import hashlib
 from decimal import Decimal
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -204,12 +203,12 @@ def test_a_worked_example() -> None:
     assert apply(store, stream, 5, 6, batch_id=2) == BatchCounts(duplicates=1)
 
 
-# Found by the properties above, and kept as they are (the unit of work was moved here without changing what it
-# does); each test says what should hold and fails until it does. The first two have one cause: the transaction
-# loads only the windows of the batch's islands that are not behind a heartbeat, so for a trade behind one whose
-# window has no other trade in the batch, ``late_kept`` and ``add_late`` do not see the stored row.
+# Found by the properties above. The first two: the transaction loaded only the windows of the islands not behind a
+# heartbeat, so for a trade behind one whose window had no other trade in the batch, ``late_kept`` and ``add_late``
+# did not see the stored row. The third: a heartbeat ending inside a minute made a trade late in its own batch only
+# (now a trade is behind a heartbeat only if it closed its whole minute: ``coverage.whole_windows``).
 
-@pytest.mark.xfail(strict=True, reason="the window of a trade behind a heartbeat is not loaded: its copy is late")
+
 def test_a_copy_of_a_counted_trade_behind_a_heartbeat_is_a_duplicate_not_late() -> None:
     stream: list[Message] = [trade(1, MINUTE + 1_000), Heartbeat("BTCUSDT", MINUTE - WINDOW_MS, MINUTE + WINDOW_MS),
                              trade(1, MINUTE + 1_000)]  # published again, by a second producer or a replay
@@ -218,7 +217,6 @@ def test_a_copy_of_a_counted_trade_behind_a_heartbeat_is_a_duplicate_not_late() 
     assert apply(store, stream, 1, 3, batch_id=1) == BatchCounts(duplicates=1, rows_finalized=1)
 
 
-@pytest.mark.xfail(strict=True, reason="the window of a trade behind a heartbeat is not loaded: no count on its row")
 def test_a_late_trade_is_counted_on_its_row_whatever_the_cut() -> None:
     stream: list[Message] = [trade(1, MINUTE + 1_000), Heartbeat("BTCUSDT", MINUTE - WINDOW_MS, MINUTE + WINDOW_MS),
                              trade(2, MINUTE + 2_000)]  # a broken promise
@@ -231,7 +229,6 @@ def test_a_late_trade_is_counted_on_its_row_whatever_the_cut() -> None:
     assert one.windows[("BTCUSDT", MINUTE)].late_trade_count == 1
 
 
-@pytest.mark.xfail(strict=True, reason="a heartbeat ending inside a minute makes a trade late only in its own batch")
 def test_a_trade_behind_a_heartbeat_ending_inside_its_minute_is_treated_alike_whatever_the_cut() -> None:
     stream: list[Message] = [trade(1, MINUTE + 1_000), Heartbeat("BTCUSDT", MINUTE - WINDOW_MS, MINUTE + 30_000),
                              trade(2, MINUTE + 10_000, "99")]  # behind the heartbeat, which covers its time
