@@ -95,6 +95,7 @@ class InMemoryWindowStore:
         self.windows: dict[Key, HeldWindow] = {}
         self.coverage: dict[str, dict[int, int]] = {}  # symbol -> first ms -> last ms
         self.quarantine: dict[Identity, QuarantinedMessage] = {}
+        self.late_ids: dict[tuple[str, int], int] = {}  # (symbol, agg id) -> window start ms
         self.ledger: dict[str, tuple[int, str, BatchCounts | None]] = {}  # fingerprint -> batch id, offsets, figures
 
     def claim_batch(self, batch_id: int, read: BatchRead) -> bool:
@@ -123,6 +124,11 @@ class InMemoryWindowStore:
             elif not held.is_final:
                 held.row, held.acc, held.id_ranges = row, acc, tuple(ranges)
         return len(rows)
+
+    def add_late_ids(self, ids: Sequence[tuple[str, int, int]]) -> set[tuple[str, int]]:
+        fresh = {(symbol, agg_id) for symbol, agg_id, _ in ids} - set(self.late_ids)
+        self.late_ids.update({(symbol, agg_id): start for symbol, agg_id, start in ids if (symbol, agg_id) in fresh})
+        return fresh
 
     def add_late(self, late: Iterable[tuple[str, int, int]]) -> None:
         for symbol, start_ms, n in late:

@@ -60,6 +60,8 @@ class WindowStore(Protocol):
         """Keep each message once; the identities of those not kept before."""
     def write_windows(self, rows: Sequence[tuple[WindowRow, Accumulator, Sequence[Range]]]) -> int:
         """Upsert windows with their merge state (a final one keeps its numbers); how many rows were given."""
+    def add_late_ids(self, ids: Sequence[tuple[str, int, int]]) -> set[tuple[str, int]]:
+        """Record (symbol, agg id, window start ms) late trades once; the (symbol, agg id) not recorded before."""
     def add_late(self, late: Iterable[tuple[str, int, int]]) -> None:
         """Add (symbol, start ms, n) late trades to the rows' ``late_trade_count``."""
     def save_coverage(self, symbol: str, ranges: Sequence[Range], before: Sequence[Range]) -> None:

@@ -3,7 +3,8 @@
     claim     the ledger slot, by the batch's fingerprint (taken: the batch was applied before; nothing happens)
     load      the windows its islands touch and its symbols' coverage, locked
     settle    ``merging.settle``: merged, duplicate, late, or the exact path, per window
-    late      the late trades themselves (rare): kept in quarantine once, counted on their rows once
+    late      the late trades themselves (rare): known by (symbol, agg id), kept in quarantine and counted on
+              their rows once
     write     the merged windows, the late counts, the coverage its heartbeats added, the windows that turned final
     record    the batch's figures on its ledger row
 
@@ -23,12 +24,12 @@ from pipeline.core.windows import WINDOW_MS
 
 
 def late_kept(candidates: list[Candidate], stored: dict[Key, merging.Stored], outcomes: dict[Key, merging.Outcome],
-              ) -> tuple[list[tuple[Key, QuarantinedMessage]], int]:
+              ) -> tuple[list[tuple[Key, int, QuarantinedMessage]], int]:
     """The late trades themselves, to be kept where an operator (or a backfill) can find them: those of windows
     that were closed before the batch, and those behind a heartbeat that covers them in this batch. A redelivery
     of a counted trade is a duplicate, not late (those behind a heartbeat are counted here, the others by
     ``merging``)."""
-    kept: list[tuple[Key, QuarantinedMessage]] = []
+    kept: list[tuple[Key, int, QuarantinedMessage]] = []
     duplicates, seen = 0, set[tuple[str, int]]()
     for c in sorted(candidates, key=lambda c: (c.partition, c.offset)):
         counted = (outcomes[c.key].id_ranges if c.key in outcomes else
@@ -37,7 +38,7 @@ def late_kept(candidates: list[Candidate], stored: dict[Key, merging.Stored], ou
             duplicates += 1 if c.after else 0  # the others were counted by merging
             continue
         seen.add((c.key[0], c.agg_id))
-        kept.append((c.key, QuarantinedMessage(
+        kept.append((c.key, c.agg_id, QuarantinedMessage(
             c.topic, c.partition, c.offset, times.utc_or_none(c.kafka_timestamp_ms), c.raw_value,
             f"late: window {c.key[0]} {times.utc(c.key[1]):%Y-%m-%d %H:%M} was already declared complete")))
     return kept, duplicates
@@ -61,8 +62,11 @@ def apply(store: WindowStore, g: Gathered, batch_id: int) -> BatchCounts | None:
     kept: list[tuple[Key, QuarantinedMessage]] = []
     closed = {k for k, o in outcomes.items() if o.late}
     if closed or g.behind:  # rare: fetch the late trades themselves
-        kept, more_duplicates = late_kept(g.candidates(closed), stored, outcomes)
-        duplicates += more_duplicates
+        found, more_duplicates = late_kept(g.candidates(closed), stored, outcomes)
+        # A late trade counts once, known by its agg id: a backfill repeated from another topic brings it again.
+        fresh = store.add_late_ids([(k[0], agg_id, k[1]) for k, agg_id, _ in found]) if found else set()
+        kept = [(k, msg) for k, agg_id, msg in found if (k[0], agg_id) in fresh]
+        duplicates += more_duplicates + len(found) - len(kept)
     new = store.add_quarantine([*g.quarantine, *(msg for _, msg in kept)])
     # A late trade counts once: a batch applied again under another cut finds it kept already.
     late = Counter(key for key, msg in kept if msg.identity in new)

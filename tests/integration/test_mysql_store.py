@@ -143,3 +143,16 @@ def test_a_migration_interrupted_after_its_statements_finishes_at_the_next_start
         cur.execute("UPDATE pipeline_schema SET version = 1")  # versions 2 and 3 applied, not recorded
     assert migrations.migrate_schema(mysql_admin_url) == len(migrations.MIGRATIONS)
     assert migrations.schema_version(mysql_admin_url) == len(migrations.MIGRATIONS)
+
+
+def test_a_late_trade_is_recorded_once_by_symbol_and_agg_id(url: MysqlUrl) -> None:
+    from pipeline.adapters.mysql import state
+
+    minute = 1_767_268_800_000
+    with connection.transaction(url) as cur:
+        assert state.add_late_ids(cur, [("BTCUSDT", 7, minute), ("BTCUSDT", 7, minute), ("ETHUSDT", 7, minute)]) == {
+            ("BTCUSDT", 7), ("ETHUSDT", 7)}
+    with connection.transaction(url) as cur:  # again, from another topic: only the new one is fresh
+        assert state.add_late_ids(cur, [("BTCUSDT", 7, minute), ("BTCUSDT", 8, minute)]) == {("BTCUSDT", 8)}
+        cur.execute("SELECT COUNT(*) FROM pipeline_late_trades")
+        assert cur.fetchone()[0] == 3

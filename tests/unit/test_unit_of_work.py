@@ -33,14 +33,14 @@ def value(message: Message) -> bytes:
 
 
 def apply(store: InMemoryWindowStore, partition: list[Message], lo: int, hi: int,
-          batch_id: int = 0) -> BatchCounts | None:
+          batch_id: int = 0, topic: str = TOPIC) -> BatchCounts | None:
     """Offsets ``lo..hi-1`` of ``partition`` as one batch: gathered by the core, applied to ``store``."""
-    delivered = [Delivered(TOPIC, PARTITION, o, PUBLISHED_MS, value(partition[o])) for o in range(lo, hi)]
-    text = "\n".join(f"{d.offset} {d.value!r}" for d in delivered)
-    read = BatchRead(hi - lo, f"{TOPIC}/{PARTITION}:{lo}-{hi - 1}", hashlib.sha256(text.encode()).hexdigest())
+    delivered = [Delivered(topic, PARTITION, o, PUBLISHED_MS, value(partition[o])) for o in range(lo, hi)]
+    text = "\n".join(f"{topic} {d.offset} {d.value!r}" for d in delivered)
+    read = BatchRead(hi - lo, f"{topic}/{PARTITION}:{lo}-{hi - 1}", hashlib.sha256(text.encode()).hexdigest())
 
     def quarantined(refused: list[Refused]) -> list[QuarantinedMessage]:
-        return [QuarantinedMessage(TOPIC, p, o, times.utc(PUBLISHED_MS), value(partition[o]).decode(), why)
+        return [QuarantinedMessage(topic, p, o, times.utc(PUBLISHED_MS), value(partition[o]).decode(), why)
                 for p, o, why in refused]
 
     return unit_of_work.apply(store, gather(read, delivered, quarantined), batch_id)
@@ -250,3 +250,15 @@ def test_the_fake_keeps_a_final_rows_numbers_as_the_mysql_upsert_does() -> None:
     assert store.rows()[("BTCUSDT", MINUTE)].close_price == Decimal("10")
     store.add_late([("BTCUSDT", MINUTE, 2), ("BTCUSDT", MINUTE + WINDOW_MS, 5)])  # a row that does not exist: none
     assert [w.late_trade_count for w in store.windows.values()] == [2]
+
+
+def test_a_backfill_repeated_from_another_topic_counts_its_late_trades_once() -> None:
+    """A late trade is known by (symbol, agg id), not by where it was read: each backfill has a topic of its own."""
+    stream: list[Message] = [trade(1, MINUTE + 1_000), Heartbeat("BTCUSDT", MINUTE - WINDOW_MS, MINUTE + WINDOW_MS)]
+    backfill: list[Message] = [trade(1, MINUTE + 1_000), trade(2, MINUTE + 2_000, "99")]  # 2: the stream missed it
+    store = InMemoryWindowStore()
+    apply(store, stream, 0, 2)
+    assert apply(store, backfill, 0, 2, batch_id=1, topic="backfill-1") == BatchCounts(
+        duplicates=1, late_trades=1, quarantined=1)
+    assert apply(store, backfill, 0, 2, batch_id=2, topic="backfill-2") == BatchCounts(duplicates=2)
+    assert store.windows[("BTCUSDT", MINUTE)].late_trade_count == 1 and len(store.quarantine) == 1

@@ -112,6 +112,17 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             KEY by_window (symbol, start_time)
         ) DEFAULT CHARACTER SET utf8mb4""",
     ),
+    (
+        # A late trade is known by its agg id, not by where it was read: a backfill repeated from another topic
+        # brings the same late trades at other positions, and must not count them again.
+        """CREATE TABLE IF NOT EXISTS pipeline_late_trades (
+            symbol VARCHAR(20) NOT NULL,
+            agg_id BIGINT NOT NULL,
+            start_time DATETIME NOT NULL COMMENT 'UTC, the window it was late for',
+            recorded_at DATETIME(3) NOT NULL,
+            PRIMARY KEY (symbol, agg_id)
+        )""",
+    ),
 )
 
 # Accounts (ADR-10): the job writes as an account that may only SELECT, INSERT, UPDATE and DELETE; the

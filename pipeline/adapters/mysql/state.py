@@ -124,6 +124,29 @@ def add_late(cur: Any, late: Iterable[tuple[str, int, int]]) -> None:
                         "WHERE symbol = %s AND start_time = %s", params)
 
 
+def add_late_ids(cur: Any, ids: Sequence[tuple[str, int, int]]) -> set[tuple[str, int]]:
+    """Record late trades (symbol, agg id, window start ms) once; the (symbol, agg id) not recorded before. A row
+    another writer inserted since the read (no gap lock under READ COMMITTED) raises ``RowAppeared``: run again."""
+    wanted = sorted({(symbol, agg_id): start for symbol, agg_id, start in ids}.items())
+    known: set[tuple[str, int]] = set()
+    for i in range(0, len(wanted), KEY_CHUNK):
+        chunk = [key for key, _ in wanted[i:i + KEY_CHUNK]]
+        cur.execute("SELECT symbol, agg_id FROM pipeline_late_trades WHERE (symbol, agg_id) IN "
+                    f"({', '.join(['(%s, %s)'] * len(chunk))}) FOR UPDATE", [v for key in chunk for v in key])
+        known.update((symbol, int(agg_id)) for symbol, agg_id in cur.fetchall())
+    fresh = [(symbol, agg_id, utc(start), utc_now()) for (symbol, agg_id), start in wanted
+             if (symbol, agg_id) not in known]
+    if fresh:
+        try:
+            cur.executemany("INSERT INTO pipeline_late_trades (symbol, agg_id, start_time, recorded_at) "
+                            "VALUES (%s, %s, %s, %s)", fresh)
+        except pymysql.err.IntegrityError as exc:
+            if exc.args and exc.args[0] == DUPLICATE_KEY:
+                raise RowAppeared(f"a late trade was recorded after it was read: {exc.args[-1]}") from exc
+            raise
+    return {(symbol, agg_id) for symbol, agg_id, _, _ in fresh}
+
+
 def load_coverage(cur: Any, symbols: Iterable[str]) -> dict[str, list[Range]]:
     wanted = sorted(set(symbols))
     out: dict[str, list[Range]] = {s: [] for s in wanted}

@@ -35,6 +35,9 @@ class MysqlWindowStore:
     def write_windows(self, rows: Sequence[tuple[WindowRow, Accumulator, Sequence[Range]]]) -> int:
         return state.write_windows(self.cur, rows, self.loaded)
 
+    def add_late_ids(self, ids: Sequence[tuple[str, int, int]]) -> set[tuple[str, int]]:
+        return state.add_late_ids(self.cur, ids)
+
     def add_late(self, late: Iterable[tuple[str, int, int]]) -> None:
         state.add_late(self.cur, late)
 
