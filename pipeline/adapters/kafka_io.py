@@ -241,18 +241,24 @@ def _scan(bootstrap: str, topic: str, visit: Callable[[KafkaConsumer, TopicParti
 
 def resume_points(bootstrap: str, topic: str, symbols: Iterable[str], max_scan: int | None = 1_000_000,
                   options: Options = None) -> dict[str, messages.ResumePoint]:
-    """Per symbol: the highest agg id in ``topic`` (with its trade's time) and the newest coverage a heartbeat
-    declared. Where a restarted producer resumes.
+    """Per symbol: where a restarted producer resumes. The newest coverage a heartbeat declared (its T), and the
+    highest agg id up to which the trades the topic holds are unbroken (with its trade's time).
 
     Every partition is read backwards from its end in growing steps (messages of other keys are not decoded).
     A symbol's home partition (where its key hashes) is read until its trades and a heartbeat of it were seen,
-    other partitions only at their tail (foreign copies count too); the highest id among everything read wins.
-    ``max_scan`` bounds the messages read per partition (``None``: the whole partition). A caller that finds the
-    answer implausible (far behind the exchange) asks again with ``max_scan=None``.
+    other partitions only at their tail (foreign copies count too). ``max_scan`` bounds the messages read per
+    partition (``None``: the whole partition). A caller that finds the answer implausible (far behind the exchange)
+    asks again with ``max_scan=None``.
+
+    Unbroken, not highest: a heartbeat is sent only once every trade before it was acknowledged, but a send that
+    failed (a record batch that expired while a later one was written) can leave a hole among the trades after the
+    newest heartbeat. Resuming after the highest id would jump over it and the next heartbeat would declare it
+    complete; so ids are followed up from the last one before the coverage's end (``first_hole``), and the
+    producer resumes at the first one missing (what follows it is sent again: duplicates, which the job skips).
     """
     wanted = set(symbols)
     keys = {s.encode() for s in wanted}
-    last: dict[str, Trade] = {}
+    seen: dict[str, dict[int, int]] = {s: {} for s in wanted}  # agg id -> trade time, of the trades read
     covered: dict[str, int] = {}
 
     def visit(consumer: KafkaConsumer, tp: TopicPartition, begin: int, end: int, partitions: int) -> None:
@@ -262,19 +268,43 @@ def resume_points(bootstrap: str, topic: str, symbols: Iterable[str], max_scan: 
             lower = max(begin, upper - step)
             for message in _messages_between(consumer, tp, lower, upper, keys):
                 if isinstance(message, Trade):
-                    if message.symbol in wanted and (message.symbol not in last
-                                                     or message.agg_id > last[message.symbol].agg_id):
-                        last[message.symbol] = message
+                    if message.symbol in wanted:
+                        seen[message.symbol][message.agg_id] = message.event_time_ms
                 elif message.symbol in wanted:
                     covered[message.symbol] = max(covered.get(message.symbol, 0), message.complete_before_ms)
             upper, step = lower, step * 4
-            if max_scan is not None and all(s in last and s in covered for s in home):
+            if max_scan is not None and all(seen[s] and s in covered for s in home):
                 return  # every symbol living here is found, with its coverage (a partition of none: its tail)
 
     _scan(bootstrap, topic, visit, options)
-    return {s: messages.ResumePoint(last[s].agg_id if s in last else None,
-                                    last[s].event_time_ms if s in last else None, covered.get(s))
-            for s in wanted if s in last or s in covered}
+    points = {}
+    for s in wanted:
+        if not seen[s] and s not in covered:
+            continue
+        last = first_hole(seen[s], covered.get(s))
+        above = [i for i, t in seen[s].items() if last is not None and i > last and t >= covered.get(s, t)]
+        if above:
+            log.warning("%s: agg id %d is missing from %s, which holds %d trades above it (a send that failed?); "
+                        "resuming at %d: those are sent again", s, last + 1 if last is not None else 0, topic,
+                        len(above), last + 1 if last is not None else 0)
+        points[s] = messages.ResumePoint(last, seen[s][last] if last is not None else None, covered.get(s))
+    return points
+
+
+def first_hole(seen: Mapping[int, int], covered_before_ms: int | None) -> int | None:
+    """The agg id a producer resumes after: from the highest id with a trade time before the coverage's end (all
+    acknowledged before the heartbeat that declared it), the last of the ids that follow it without a gap. With
+    no coverage, or no trade before its end, from the lowest id at or after it. ``None`` if no trade was read."""
+    if not seen:
+        return None
+    before = [i for i, t in seen.items() if covered_before_ms is not None and t < covered_before_ms]
+    after = [i for i, t in seen.items() if covered_before_ms is None or t >= covered_before_ms]
+    if not after:
+        return max(before)
+    last = max(before) if before else min(after) - 1
+    while last + 1 in seen:
+        last += 1
+    return last
 
 
 def last_agg_ids(bootstrap: str, topic: str, symbols: Iterable[str], options: Options = None) -> dict[str, int]:

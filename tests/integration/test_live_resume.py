@@ -96,3 +96,27 @@ def test_a_quiet_symbol_behind_a_busy_one_in_its_partition_is_still_found(settin
                                                                                                    t0 + 6_000)}
     partitions = {k: p for p, _, k, _ in read_all(bootstrap, settings_for.topic)}
     assert partitions == {s.encode(): kafka_io.home_partition(s, 3) for s in (quiet, busy)}  # as the producer put them
+
+
+def test_a_hole_left_by_a_failed_send_is_where_a_restart_resumes(settings_for: Settings) -> None:
+    """Trades 1,000-1,199 acknowledged, a heartbeat, then 1,200-1,299 lost (their record batch expired) while
+    1,300-1,399 were written: a restart must fetch 1,200 again, not resume after 1,399 and let its next heartbeat
+    declare the hole complete."""
+    bootstrap = settings_for.kafka_bootstrap or ""
+    kafka_io.ensure_topic(bootstrap, settings_for.topic)
+    t0 = 1_767_268_800_000
+    sink = kafka_io.TradeSink(bootstrap, settings_for.topic)
+
+    def send(first: int, last: int) -> None:
+        for i in range(first, last + 1):
+            sink.send_trade(Trade("BTCUSDT", i, Decimal("1"), Decimal("1"), i, i, t0 + (i - 1_000) * 100, False, True))
+
+    send(1_000, 1_199)
+    sink.send_heartbeat(messages.Heartbeat("BTCUSDT", t0, t0 + 15_000))  # ids up to 1,149 are before it
+    send(1_300, 1_399)
+    # and one foreign copy of an old trade, far below: not a hole
+    sink.send_trade(Trade("BTCUSDT", 5, Decimal("1"), Decimal("1"), 5, 5, t0 - 3_600_000, False, True))
+    sink.flush()
+    sink.close()
+    points = kafka_io.resume_points(bootstrap, settings_for.topic, ["BTCUSDT"])
+    assert points == {"BTCUSDT": messages.ResumePoint(1_199, t0 + 19_900, t0 + 15_000)}
