@@ -2,8 +2,10 @@
 
 A cassette is played through the same ``BinanceClient`` and ``poller.poll`` loop as live mode, with no network,
 on a virtual clock (a recorded Retry-After is slept in no time): the requests it makes are answered from the
-recording, and the recording's end ends the source. An archive source ends with a coverage heartbeat for the day
-(or month) it holds, so every window it fills can close.
+recording, and the recording's end ends the source; its heartbeats vouch for what the recorded answers prove, as
+live (a cassette cut short stops vouching where its answers stop). An archive vouches only for what it proves it
+holds (``archives``): its whole day (or month) if its Binance checksum matches, else the stretch between its first
+and last trade.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from urllib.parse import parse_qs, urlsplit
 import yaml
 
 from pipeline.adapters import cassettes, kafka_io
-from pipeline.adapters.archives import Archive
+from pipeline.adapters.archives import CHECKSUM_SUFFIX, Archive
 from pipeline.adapters.binance import BinanceClient, make_session
+from pipeline.core import times
 from pipeline.core.counters import Counters
 from pipeline.core.messages import Heartbeat
 from pipeline.core.trades import Sequencer, Trade
@@ -75,9 +78,23 @@ def cassette_items(path: Path, counters: Counters, lag_ms: int) -> list[Item]:
     return sorted(items, key=time_order)
 
 
-def archive_items(archive: Archive) -> Iterator[Item]:
-    yield from archive.trades()
-    yield Heartbeat(archive.symbol, archive.covered_from_ms, archive.complete_before_ms)
+def unverified_note(archive: Archive, beats: list[Heartbeat]) -> str | None:
+    """For an archive not proved complete, what it vouches for (``beats``, its heartbeats), in words; None for a
+    verified one (it vouches for its whole period)."""
+    if archive.verified:
+        return None
+    why = ("a .csv, and Binance checksums only its .zip" if archive.path.suffix == ".csv"
+           else f"no {archive.path.name}{CHECKSUM_SUFFIX} beside it")
+    stretches = ", ".join(f"{_iso(b.covered_from_ms)} to {_iso(b.complete_before_ms)}" for b in beats[:3])
+    if len(beats) > 3:
+        stretches += f" and {len(beats) - 3} more stretches (gaps in its agg ids)"
+    return (f"{archive.path.name} is not verified complete ({why}): it vouches only for "
+            f"{stretches or 'no time at all'} (between its first and last trade), not its whole period; minutes "
+            "outside stay open until another source covers them")
+
+
+def _iso(ms: int) -> str:
+    return times.utc(ms).isoformat(sep=" ", timespec="milliseconds")
 
 
 CASSETTE_SUFFIXES = (".yaml", ".yml", ".json")
@@ -98,10 +115,11 @@ def expand(paths: list[Path]) -> list[Path]:
     return out
 
 
-def open_sources(paths: list[Path], counters: Counters,
-                 lag_ms: int) -> tuple[list[list[Item] | Iterator[Item]], dict[str, int]]:
+def open_sources(paths: list[Path], counters: Counters, lag_ms: int, notes: list[str] | None = None,
+                 ) -> tuple[list[list[Item] | Iterator[Item]], dict[str, int]]:
     """Validate every source before anything is published; returns the item sources and, per symbol, the lowest
-    agg id they hold (to tell a forward replay from one that overlaps what Kafka has)."""
+    agg id they hold (to tell a forward replay from one that overlaps what Kafka has). ``notes`` receives a line
+    per archive that vouches for less than its name says (``unverified_note``)."""
     sources: list[list[Item] | Iterator[Item]] = []
     lowest: dict[str, int] = {}
 
@@ -116,13 +134,19 @@ def open_sources(paths: list[Path], counters: Counters,
                     note(item)
             sources.append(items)
         else:
-            archive = Archive.open(path)
-            rows = 0
-            for trade in archive.trades():  # a full pass: a malformed row fails before anything is published
-                note(trade)
-                rows += 1
-            log.info("%s: %d rows", path.name, rows)
-            sources.append(archive_items(archive))
+            archive = Archive.open(path)  # a checksum that does not match fails here
+            rows, beats = 0, []
+            for item in archive.items():  # a full pass: a malformed row fails before anything is published
+                if isinstance(item, Heartbeat):
+                    beats.append(item)
+                else:
+                    note(item)
+                    rows += 1
+            unverified = unverified_note(archive, beats)
+            log.info("%s: %d rows; %s", path.name, rows, unverified or "verified by its checksum: its whole period")
+            if unverified and notes is not None:
+                notes.append(unverified)
+            sources.append(archive.items())
     return sources, lowest
 
 

@@ -1,8 +1,10 @@
-"""Binance public-data archives written from trades, in Binance's layout (no header; ms or µs timestamps), and
-USD-M futures look-alikes (data.binance.vision/data/futures/um/...: a header row, 7 columns, same file names)."""
+"""Binance public-data archives written from trades, in Binance's layout (no header; ms or µs timestamps), with the
+``<name>.zip.CHECKSUM`` Binance publishes beside each zip, and USD-M futures look-alikes
+(data.binance.vision/data/futures/um/...: a header row, 7 columns, same file names)."""
 
 from __future__ import annotations
 
+import hashlib
 import random
 import zipfile
 from decimal import Decimal
@@ -40,9 +42,21 @@ def futures_row(trade: Trade) -> str:
             f"{trade.event_time_ms},{str(trade.buyer_is_maker).lower()}")
 
 
+def write_checksum(archive: Path, digest: str | None = None) -> Path:
+    """Binance's checksum file beside ``archive``: ``<name>.CHECKSUM`` holding ``"<sha256>  <name>"`` (sha256sum's
+    format); ``digest``: write that one instead of the file's own."""
+    path = archive.with_name(archive.name + ".CHECKSUM")
+    path.write_text(f"{digest or hashlib.sha256(archive.read_bytes()).hexdigest()}  {archive.name}\n")
+    return path
+
+
 def write_archive(directory: Path, symbol: str, day: str, trades: list[Trade], *, micros: bool = False,
-                  zipped: bool = False, futures: bool = False) -> Path:
-    """``futures``: write what a USD-M futures archive of that name holds (its header, then 7-column rows)."""
+                  zipped: bool = False, futures: bool = False, checksum: bool = False) -> Path:
+    """``day``: YYYY-MM-DD, or YYYY-MM for a monthly archive. ``futures``: write what a USD-M futures archive of
+    that name holds (its header, then 7-column rows). ``checksum`` (a zip only): with its matching CHECKSUM, as
+    Binance publishes it, so the archive vouches for its whole period."""
+    if checksum and not zipped:
+        raise ValueError("Binance publishes checksums of zips only: checksum=True needs zipped=True")
     name = f"{symbol}-aggTrades-{day}"
     if futures:
         text = FUTURES_HEADER + "\n" + "".join(futures_row(t) + "\n" for t in trades)
@@ -52,6 +66,8 @@ def write_archive(directory: Path, symbol: str, day: str, trades: list[Trade], *
         path = directory / f"{name}.zip"
         with zipfile.ZipFile(path, "w") as zf:
             zf.writestr(f"{name}.csv", text)
+        if checksum:
+            write_checksum(path)
         return path
     path = directory / f"{name}.csv"
     path.write_text(text)

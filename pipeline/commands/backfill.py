@@ -9,8 +9,10 @@ the same Spark job, as a batch (archives and cassettes, or aggTrades fetched fro
 
 Who owns which window: windows are merged by agg id (ADR-9), so a backfill can never count a trade twice, whatever
 the stream has or will have. It fills minutes the stream never saw and completes open ones; its archives' coverage
-finalizes them. A minute already final is never changed: trades it lacks are counted late and kept in quarantine,
-and `pipeline reconcile --repair` rewrites such a minute from the exchange. Repeating a backfill changes nothing.
+finalizes them (an archive vouches for its whole day only when its Binance checksum matches; else for the stretch
+between its first and last trade). A minute already final is never changed: trades it lacks are counted late and
+kept in quarantine, and `pipeline reconcile --repair` rewrites such a minute from the exchange. Repeating a backfill
+changes nothing.
 """
 
 from __future__ import annotations
@@ -67,6 +69,8 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     counts = result.summary.counts
     print(f"backfill: published {result.published} trades (invalid {result.invalid}, already in the topic "
           f"{result.duplicates}); {result.summary.line()}")
+    for note in result.notes:
+        print(f"backfill: {note}")
     if counts.late_trades:
         print(f"backfill: {counts.late_trades} trades belong to minutes already final: counted late, kept in "
               "quarantine, not applied; `pipeline reconcile --repair` rewrites such minutes from the exchange")
@@ -99,6 +103,7 @@ class Result:
     invalid: int
     duplicates: int
     summary: Any  # the job's JobSummary; None: interrupted before the job ran
+    notes: list[str] = dataclasses.field(default_factory=list)  # archives that vouch for less than their name says
 
 
 def exchange_trades(client: Any, symbol: str, from_ms: int, until_ms: int,
@@ -130,8 +135,8 @@ def backfill(ctx: Context, paths: list[Path], stop: Callable[[], bool], announce
     from pipeline.errors import ServiceError
     from pipeline.spark.job import checkpoint_location
 
-    settings, counters = ctx.settings, counters or Counters()
-    sources, lowest = replay.open_sources(paths, counters, settings.watermark_seconds * 1000)  # all checked first
+    settings, counters, notes = ctx.settings, counters or Counters(), list[str]()
+    sources, lowest = replay.open_sources(paths, counters, settings.watermark_seconds * 1000, notes)  # all checked
     sources = [*sources, *(items for items, _ in fetched or [])]
     for _, first_ids in fetched or []:
         for symbol, agg_id in first_ids.items():
@@ -159,4 +164,4 @@ def backfill(ctx: Context, paths: list[Path], stop: Callable[[], bool], announce
             announce(f"backfill: could not delete {mine.topic} ({exc}); delete it by hand")
         if isinstance(checkpoint, Path):
             shutil.rmtree(checkpoint, ignore_errors=True)
-    return Result(mine.topic, counters.published, counters.invalid, counters.duplicates, summary)
+    return Result(mine.topic, counters.published, counters.invalid, counters.duplicates, summary, notes)

@@ -29,14 +29,16 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     from pipeline import producer, replay
 
     speed = producer.parse_speed(args.speed)
-    counters = Counters()
+    counters, notes = Counters(), list[str]()
     sources, lowest = replay.open_sources([Path(p) for p in args.source], counters,
-                                          ctx.settings.watermark_seconds * 1000)
+                                          ctx.settings.watermark_seconds * 1000, notes)
     stop = signals.stop_event().is_set
     progress = producer.Progress(counters)
     publish(ctx, ctx.settings.topic, producer.merge_by_time(sources), lowest, counters, speed, stop, progress)
     elapsed = progress.done()
     print(f"replay: {counters.summary()} in {elapsed:.1f}s ({counters.published / max(elapsed, 1e-9):,.0f} trades/s)")
+    for note in notes:
+        print(f"replay: {note}")
     return 0 if not stop() else 130
 
 

@@ -44,7 +44,7 @@ def _archives(directory: Path) -> list[tuple[Path, list[Trade]]]:
         start_ms = int(day.timestamp() * 1000) + 3_600_000 + life * 60_000
         trades = synthetic_trades(symbol, start_ms, TRADES_PER_ARCHIVE, seed=life,
                                   first_agg_id=1 + (life // len(SYMBOLS)) * 10_000, spacing_ms=1_000)
-        out.append((write_archive(directory, symbol, f"{day:%Y-%m-%d}", trades), trades))
+        out.append((write_archive(directory, symbol, f"{day:%Y-%m-%d}", trades, zipped=True, checksum=True), trades))
     return out
 
 

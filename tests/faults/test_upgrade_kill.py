@@ -66,8 +66,8 @@ def test_processor_killed_mid_migration_converges(fault_settings: Settings, tmp_
     run = Processes(tmp_path)
     holder = pymysql.connect(**admin.connect_arguments(), autocommit=False)
     try:
-        run.start("replay", ["replay", "--source", str(write_archive(tmp_path, "BNBUSDT", "2025-03-01", trades))],
-                  env)
+        archive = write_archive(tmp_path, "BNBUSDT", "2025-03-01", trades, zipped=True, checksum=True)
+        run.start("replay", ["replay", "--source", str(archive)], env)
         assert run.wait("replay", 120) == 0, tail(run.log("replay"))
         with holder.cursor() as cur:  # a reader's open transaction: ALTER TABLE must wait for it
             cur.execute(f"SELECT COUNT(*) FROM `{table}`")

@@ -71,7 +71,7 @@ def test_csv_and_zip_archives_in_ms_and_us_replay_together(settings_for: Setting
     start = 1_735_689_600_000  # 2025-01-01
     btc = synthetic_trades("BTCUSDT", start, 3000, seed=1)
     eth = synthetic_trades("ETHUSDT", start, 2000, seed=2, first_agg_id=500)
-    write_archive(tmp_path, "BTCUSDT", "2025-01-01", btc, micros=True, zipped=True)
+    write_archive(tmp_path, "BTCUSDT", "2025-01-01", btc, micros=True, zipped=True, checksum=True)
     write_archive(tmp_path, "ETHUSDT", "2025-01-01", eth)
     result = cli(["replay", "--source", str(tmp_path)], env_for(settings_for))  # a directory: all archives in it
     assert result.returncode == 0, result.stderr
@@ -79,10 +79,12 @@ def test_csv_and_zip_archives_in_ms_and_us_replay_together(settings_for: Setting
     assert_exactly_once_in_order(trades_in(settings_for.kafka_bootstrap or "", settings_for.topic), btc + eth)
     heartbeats = [(p, k, json.loads(v)) for p, _, k, v in read_all(settings_for.kafka_bootstrap or "",
                                                                      settings_for.topic) if b'"heartbeat"' in v]
-    # Each archive ends with its symbol's coverage of the whole day, in that symbol's partition.
+    # Each archive ends with its symbol's coverage, in that symbol's partition: the zip verified by its CHECKSUM,
+    # its whole day; the .csv, only the times strictly inside its trades.
     partition = {k: p for p, _, k, v in read_all(settings_for.kafka_bootstrap or "", settings_for.topic)}
     assert sorted((k, v["s"], v["from"], v["T"]) for _, k, v in heartbeats) == [
-        (b"BTCUSDT", "BTCUSDT", start, start + 86_400_000), (b"ETHUSDT", "ETHUSDT", start, start + 86_400_000)]
+        (b"BTCUSDT", "BTCUSDT", start, start + 86_400_000),
+        (b"ETHUSDT", "ETHUSDT", eth[0].event_time_ms + 1, eth[-1].event_time_ms)]
     assert all(partition[k] == p for p, k, _ in heartbeats)
 
 

@@ -42,8 +42,9 @@ def test_backfill_beside_a_running_stream_is_exact_repeatable_and_refuses_bad_so
     # History the stream never saw: SOLUSDT (a symbol the stream also has) and XRPETH, a year earlier.
     sol = synthetic_trades("SOLUSDT", JAN_1_2025, 2_000, seed=31, first_agg_id=10, spacing_ms=4_000)
     xrp = synthetic_trades("XRPETH", JAN_1_2025, 800, seed=32, spacing_ms=9_000)
-    sources = [write_archive(tmp_path, "SOLUSDT", "2025-01-01", sol),
-               write_archive(tmp_path, "XRPETH", "2025-01-01", xrp, zipped=True)]
+    # Whole days, as Binance publishes them (a zip and its CHECKSUM): they vouch for their day, so every minute closes.
+    sources = [write_archive(tmp_path, "SOLUSDT", "2025-01-01", sol, zipped=True, checksum=True),
+               write_archive(tmp_path, "XRPETH", "2025-01-01", xrp, zipped=True, checksum=True)]
     backfill = ["backfill", *[a for s in sources for a in ("--source", str(s))]]
 
     processor = subprocess.Popen([sys.executable, "-m", "pipeline", "process", "--trigger-seconds", "0.5"], env=env,

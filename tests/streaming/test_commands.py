@@ -179,7 +179,8 @@ def test_a_recording_holds_the_klines_that_prove_its_replay(settings_for: Settin
 
 def test_spark_submit_runs_the_job(settings_for: Settings, tmp_path: Path) -> None:
     trades = synthetic_trades("BNBUSDT", 1_735_689_600_000, 500, seed=31, spacing_ms=2_000)
-    cli(settings_for, "replay", "--source", str(write_archive(tmp_path, "BNBUSDT", "2025-01-01", trades)))
+    cli(settings_for, "replay", "--source", str(write_archive(tmp_path, "BNBUSDT", "2025-01-01", trades, zipped=True,
+                                                              checksum=True)))
     spark_submit = Path(sys.executable).parent / "spark-submit"
     jars = ",".join(str(j) for j in cached_connector_jars(settings_for.cache_dir))
     env = env_for(settings_for, PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable)
@@ -198,8 +199,9 @@ def test_report_shows_the_newest_stretch_unless_asked_for_a_range(settings_for: 
             if t.event_time_ms < 1_735_776_000_000]  # 2025-01-01 12:00 on
     day3 = synthetic_trades("SOLUSDT", 1_735_905_600_000, 300, seed=6, first_agg_id=10_000,
                             spacing_ms=2_000)  # 2025-01-03 12:00 on
-    cli(settings_for, "replay", "--source", str(write_archive(tmp_path, "SOLUSDT", "2025-01-01", day1)),
-        "--source", str(write_archive(tmp_path, "SOLUSDT", "2025-01-03", day3)))
+    cli(settings_for, "replay",
+        "--source", str(write_archive(tmp_path, "SOLUSDT", "2025-01-01", day1, zipped=True, checksum=True)),
+        "--source", str(write_archive(tmp_path, "SOLUSDT", "2025-01-03", day3, zipped=True, checksum=True)))
     cli(settings_for, "process", "--until-idle")
     env = env_for(settings_for)
 

@@ -15,7 +15,7 @@ from tests.reference_rows import assert_rows_match
 
 def test_process_reads_a_sasl_listener(sasl_kafka: str, settings_for: Settings, tmp_path: Path) -> None:
     trades = synthetic_trades("ADAUSDT", 1_735_689_600_000, 300, seed=7, spacing_ms=3_000)
-    archive = write_archive(tmp_path, "ADAUSDT", "2025-01-01", trades)
+    archive = write_archive(tmp_path, "ADAUSDT", "2025-01-01", trades, zipped=True, checksum=True)
     env = cli_helpers.env_for(dataclasses.replace(settings_for, kafka_bootstrap=sasl_kafka),
                               **sasl_env("SCRAM-SHA-256"))
     for args in (["replay", "--source", str(archive)], ["process", "--until-idle"]):

@@ -48,9 +48,9 @@ def test_archives_over_several_days_in_ms_and_us(settings_for: Settings, tmp_pat
     day1, day2 = ([t for t in day1 if t.event_time_ms < 1_735_776_000_000],
                   [t for t in day1 if t.event_time_ms >= 1_735_776_000_000])
     sol = synthetic_trades("SOLUSDT", 1_735_689_600_000, 3000, seed=12, spacing_ms=5_000)
-    sources = [write_archive(tmp_path, "XRPETH", "2025-01-01", day1, micros=True),
-               write_archive(tmp_path, "XRPETH", "2025-01-02", day2, zipped=True),
-               write_archive(tmp_path, "SOLUSDT", "2025-01-01", sol)]
+    sources = [write_archive(tmp_path, "XRPETH", "2025-01-01", day1, micros=True, zipped=True, checksum=True),
+               write_archive(tmp_path, "XRPETH", "2025-01-02", day2, zipped=True, checksum=True),
+               write_archive(tmp_path, "SOLUSDT", "2025-01-01", sol, zipped=True, checksum=True)]
     cli(settings_for, "replay", *[a for s in sources for a in ("--source", str(s))])
     cli(settings_for, "process", "--until-idle")
     assert settings_for.mysql_url is not None
@@ -190,7 +190,8 @@ def test_a_batch_re_executed_after_a_crash_changes_nothing(settings_for: Setting
     crash is made exact here by deleting the last commit marker after a clean run. On pyspark
     4.1.1 this is also the path that hits SPARK-55271, which the job survives by restarting the query."""
     trades = synthetic_trades("ADAUSDT", 1_735_689_600_000, 2_000, seed=41, spacing_ms=1_000)
-    cli(settings_for, "replay", "--source", str(write_archive(tmp_path, "ADAUSDT", "2025-01-01", trades)))
+    cli(settings_for, "replay", "--source", str(write_archive(tmp_path, "ADAUSDT", "2025-01-01", trades, zipped=True,
+                                                              checksum=True)))
     cli(settings_for, "process", "--until-idle")
     url = settings_for.mysql_url
     assert url is not None and settings_for.checkpoint_dir is not None
@@ -217,10 +218,12 @@ def test_producers_on_one_topic_neither_close_nor_drop_each_others_windows(setti
     btc = synthetic_trades("BTCUSDT", day2, 1500, seed=51, spacing_ms=3_000)
     eth = synthetic_trades("ETHUSDT", day1, 1500, seed=52, spacing_ms=3_000)
     sol = synthetic_trades("SOLUSDT", day1 + 600_000, 200, seed=53, spacing_ms=2_000)
-    cli(settings_for, "replay", "--source", str(write_archive(tmp_path, "BTCUSDT", "2025-01-02", btc)))
+    cli(settings_for, "replay", "--source", str(write_archive(tmp_path, "BTCUSDT", "2025-01-02", btc, zipped=True,
+                                                              checksum=True)))
     cli(settings_for, "process", "--until-idle")
     # A second producer, a day behind in event time, after the first one's data was processed.
-    cli(settings_for, "replay", "--source", str(write_archive(tmp_path, "ETHUSDT", "2025-01-01", eth)))
+    cli(settings_for, "replay", "--source", str(write_archive(tmp_path, "ETHUSDT", "2025-01-01", eth, zipped=True,
+                                                              checksum=True)))
     # A third publishes SOLUSDT trades and (yet) no coverage for them.
     bootstrap = settings_for.kafka_bootstrap or ""
     sink = kafka_io.TradeSink(bootstrap, settings_for.topic)
