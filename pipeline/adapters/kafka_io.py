@@ -153,10 +153,16 @@ class TradeSink:
         except KafkaError as exc:
             raise _unreachable(bootstrap, exc) from exc
         self._pending: list[Any] = []
+        self._partitions: int | None = None
 
     def _send(self, key: bytes, value: bytes) -> None:
         try:  # send itself can time out (metadata, a full buffer while the broker is away)
-            self._pending.append(self._producer.send(self.topic, key=key, value=value))
+            if self._partitions is None:
+                self._partitions = len(self._producer.partitions_for(self.topic))
+            # The partition is fixed for the sink's life (not the default partitioner's, which follows a metadata
+            # refresh): a heartbeat lands where the trades it covers are, even if partitions are added meanwhile.
+            partition = home_partition(key.decode(), self._partitions)
+            self._pending.append(self._producer.send(self.topic, key=key, value=value, partition=partition))
         except KafkaError as exc:
             raise ServiceError(f"Kafka did not take a send to {self.topic}: {type(exc).__name__}: {exc}") from exc
 
@@ -214,7 +220,8 @@ def _trades_between(consumer: KafkaConsumer, tp: TopicPartition, lower: int, upp
 
 
 def home_partition(symbol: str, partitions: int) -> int:
-    """Where the producer's default partitioner (murmur2 of the key, as Java's) puts a symbol's messages."""
+    """Where ``TradeSink`` (and any producer's default partitioner: murmur2 of the key, as Java's) puts a symbol's
+    messages in a topic of ``partitions``."""
     return (murmur2(symbol.encode()) & 0x7FFFFFFF) % partitions
 
 
@@ -246,7 +253,8 @@ def resume_points(bootstrap: str, topic: str, symbols: Iterable[str], max_scan: 
 
     Every partition is read backwards from its end in growing steps (messages of other keys are not decoded).
     A symbol's home partition (where its key hashes) is read until its trades and a heartbeat of it were seen,
-    other partitions only at their tail (foreign copies count too). ``max_scan`` bounds the messages read per
+    other partitions only at their tail (foreign copies count too), or, for a symbol found there (its home before
+    partitions were added), until a heartbeat of it was seen too. ``max_scan`` bounds the messages read per
     partition (``None``: the whole partition). A caller that finds the answer implausible (far behind the exchange)
     asks again with ``max_scan=None``.
 
@@ -259,10 +267,14 @@ def resume_points(bootstrap: str, topic: str, symbols: Iterable[str], max_scan: 
     wanted = set(symbols)
     keys = {s.encode() for s in wanted}
     seen: dict[str, dict[int, int]] = {s: {} for s in wanted}  # agg id -> trade time, of the trades read
+    away: dict[str, list[int]] = {s: [] for s in wanted}  # times of those read outside the symbol's home partition
     covered: dict[str, int] = {}
+    count = [1]  # the topic's partitions
 
     def visit(consumer: KafkaConsumer, tp: TopicPartition, begin: int, end: int, partitions: int) -> None:
         home = {s for s in wanted if home_partition(s, partitions) == tp.partition}
+        here: set[str] = set()  # symbols with trades in this partition (a former home, after partitions were added)
+        count[0] = partitions
         step, upper = 1000, end
         while upper > begin and (max_scan is None or end - upper < max_scan):
             lower = max(begin, upper - step)
@@ -270,10 +282,13 @@ def resume_points(bootstrap: str, topic: str, symbols: Iterable[str], max_scan: 
                 if isinstance(message, Trade):
                     if message.symbol in wanted:
                         seen[message.symbol][message.agg_id] = message.event_time_ms
+                        here.add(message.symbol)
+                        if message.symbol not in home:
+                            away[message.symbol].append(message.event_time_ms)
                 elif message.symbol in wanted:
                     covered[message.symbol] = max(covered.get(message.symbol, 0), message.complete_before_ms)
             upper, step = lower, step * 4
-            if max_scan is not None and all(seen[s] and s in covered for s in home):
+            if max_scan is not None and all(seen[s] and s in covered for s in home) and here <= covered.keys():
                 return  # every symbol living here is found, with its coverage (a partition of none: its tail)
 
     _scan(bootstrap, topic, visit, options)
@@ -281,20 +296,29 @@ def resume_points(bootstrap: str, topic: str, symbols: Iterable[str], max_scan: 
     for s in wanted:
         if not seen[s] and s not in covered:
             continue
-        last = first_hole(seen[s], covered.get(s))
+        # Trades not yet covered, in a partition that is no longer the symbol's home (partitions were added): this
+        # producer's heartbeats go to the new home, so it sends them again there first (``first_hole``).
+        moved = any(t >= covered.get(s, t) for t in away[s])
+        if moved:
+            log.warning("%s: trades after its newest coverage are outside its home partition (were partitions "
+                        "added?); sending them again to partition %d before any heartbeat", s,
+                        home_partition(s, count[0]))
+        last = first_hole(seen[s], covered.get(s), moved)
         above = [i for i, t in seen[s].items() if last is not None and i > last and t >= covered.get(s, t)]
-        if above:
+        if above and not moved:
             log.warning("%s: agg id %d is missing from %s, which holds %d trades above it (a send that failed?); "
                         "resuming at %d: those are sent again", s, last + 1 if last is not None else 0, topic,
                         len(above), last + 1 if last is not None else 0)
-        points[s] = messages.ResumePoint(last, seen[s][last] if last is not None else None, covered.get(s))
+        points[s] = messages.ResumePoint(last, seen[s].get(last, seen[s].get(last + 1)) if last is not None else None,
+                                         covered.get(s))
     return points
 
 
-def first_hole(seen: Mapping[int, int], covered_before_ms: int | None) -> int | None:
+def first_hole(seen: Mapping[int, int], covered_before_ms: int | None, moved: bool = False) -> int | None:
     """The agg id a producer resumes after: from the highest id with a trade time before the coverage's end (all
     acknowledged before the heartbeat that declared it), the last of the ids that follow it without a gap. With
-    no coverage, or no trade before its end, from the lowest id at or after it. ``None`` if no trade was read."""
+    no coverage, or no trade before its end, from the lowest id at or after it. ``moved``: no further than that
+    start (what follows is sent again). ``None`` if no trade was read."""
     if not seen:
         return None
     before = [i for i, t in seen.items() if covered_before_ms is not None and t < covered_before_ms]
@@ -302,7 +326,7 @@ def first_hole(seen: Mapping[int, int], covered_before_ms: int | None) -> int | 
     if not after:
         return max(before)
     last = max(before) if before else min(after) - 1
-    while last + 1 in seen:
+    while not moved and last + 1 in seen:
         last += 1
     return last
 

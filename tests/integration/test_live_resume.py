@@ -120,3 +120,32 @@ def test_a_hole_left_by_a_failed_send_is_where_a_restart_resumes(settings_for: S
     sink.close()
     points = kafka_io.resume_points(bootstrap, settings_for.topic, ["BTCUSDT"])
     assert points == {"BTCUSDT": messages.ResumePoint(1_199, t0 + 19_900, t0 + 15_000)}
+
+
+def test_after_partitions_are_added_a_moved_symbol_resumes_from_its_coverage_in_its_former_home(
+        settings_for: Settings) -> None:
+    """ETHUSDT lived in partition 2 of 3 and lives in 5 of 6. Its newest heartbeat is deep in partition 2, behind a
+    busy BTCUSDT, and its newest trades are at the tail: the scan must still find the heartbeat (or the new coverage would start later, leaving a gap no heartbeat
+    fills), and the trades after it must be sent again to partition 5 (resume from the last one before its T)."""
+    from kafka.admin import KafkaAdminClient, NewPartitions
+
+    bootstrap = settings_for.kafka_bootstrap or ""
+    kafka_io.ensure_topic(bootstrap, settings_for.topic)
+    t0 = 1_767_268_800_000
+    sink = kafka_io.TradeSink(bootstrap, settings_for.topic)
+    for i in range(100):
+        sink.send_trade(Trade("ETHUSDT", 500 + i, Decimal("1"), Decimal("1"), i, i, t0 + i * 100, False, True))
+    sink.send_heartbeat(messages.Heartbeat("ETHUSDT", t0, t0 + 5_000))  # ids 500..549 are before its T
+    for i in range(3_000):  # the busy symbol of the same partition
+        sink.send_trade(Trade("BTCUSDT", 9_000 + i, Decimal("1"), Decimal("1"), i, i, t0 + i, False, True))
+    sink.send_heartbeat(messages.Heartbeat("BTCUSDT", t0, t0 + 3_000))
+    for i in range(100, 120):  # ETHUSDT again, at the partition's tail
+        sink.send_trade(Trade("ETHUSDT", 500 + i, Decimal("1"), Decimal("1"), i, i, t0 + i * 100, False, True))
+    sink.flush()
+    sink.close()
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.create_partitions({settings_for.topic: NewPartitions(total_count=6)})
+    admin.close()
+    points = kafka_io.resume_points(bootstrap, settings_for.topic, ["ETHUSDT", "BTCUSDT"])
+    assert points["ETHUSDT"] == messages.ResumePoint(549, t0 + 4_900, t0 + 5_000)
+    assert points["BTCUSDT"] == messages.ResumePoint(11_999, t0 + 2_999, t0 + 3_000)
