@@ -292,26 +292,28 @@ def resume_points(bootstrap: str, topic: str, symbols: Iterable[str], max_scan: 
                 return  # every symbol living here is found, with its coverage (a partition of none: its tail)
 
     _scan(bootstrap, topic, visit, options)
-    points = {}
-    for s in wanted:
-        if not seen[s] and s not in covered:
-            continue
-        # Trades not yet covered, in a partition that is no longer the symbol's home (partitions were added): this
-        # producer's heartbeats go to the new home, so it sends them again there first (``first_hole``).
-        moved = any(t >= covered.get(s, t) for t in away[s])
-        if moved:
-            log.warning("%s: trades after its newest coverage are outside its home partition (were partitions "
-                        "added?); sending them again to partition %d before any heartbeat", s,
-                        home_partition(s, count[0]))
-        last = first_hole(seen[s], covered.get(s), moved)
-        above = [i for i, t in seen[s].items() if last is not None and i > last and t >= covered.get(s, t)]
-        if above and not moved:
-            log.warning("%s: agg id %d is missing from %s, which holds %d trades above it (a send that failed?); "
-                        "resuming at %d: those are sent again", s, last + 1 if last is not None else 0, topic,
-                        len(above), last + 1 if last is not None else 0)
-        points[s] = messages.ResumePoint(last, seen[s].get(last, seen[s].get(last + 1)) if last is not None else None,
-                                         covered.get(s))
-    return points
+    return {s: _resume_point(s, seen[s], covered.get(s), away[s], count[0], topic) for s in wanted
+            if seen[s] or s in covered}
+
+
+def _resume_point(symbol: str, seen: Mapping[int, int], covered: int | None, away: list[int], partitions: int,
+                  topic: str) -> messages.ResumePoint:
+    """One symbol's resume point from what the scan read (``resume_points``)."""
+    # Trades not yet covered, in a partition that is no longer the symbol's home (partitions were added): this
+    # producer's heartbeats go to the new home, so it sends them again there first (``first_hole``).
+    moved = any(t >= (covered if covered is not None else t) for t in away)
+    if moved:
+        log.warning("%s: trades after its newest coverage are outside its home partition (were partitions added?); "
+                    "sending them again to partition %d before any heartbeat", symbol,
+                    home_partition(symbol, partitions))
+    last = first_hole(seen, covered, moved)
+    if last is None:
+        return messages.ResumePoint(None, None, covered)
+    above = [i for i, t in seen.items() if i > last and t >= (covered if covered is not None else t)]
+    if above and not moved:
+        log.warning("%s: agg id %d is missing from %s, which holds %d trades above it (a send that failed?); "
+                    "resuming at %d: those are sent again", symbol, last + 1, topic, len(above), last + 1)
+    return messages.ResumePoint(last, seen.get(last, seen.get(last + 1)), covered)
 
 
 def first_hole(seen: Mapping[int, int], covered_before_ms: int | None, moved: bool = False) -> int | None:

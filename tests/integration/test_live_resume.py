@@ -125,8 +125,9 @@ def test_a_hole_left_by_a_failed_send_is_where_a_restart_resumes(settings_for: S
 def test_after_partitions_are_added_a_moved_symbol_resumes_from_its_coverage_in_its_former_home(
         settings_for: Settings) -> None:
     """ETHUSDT lived in partition 2 of 3 and lives in 5 of 6. Its newest heartbeat is deep in partition 2, behind a
-    busy BTCUSDT, and its newest trades are at the tail: the scan must still find the heartbeat (or the new coverage would start later, leaving a gap no heartbeat
-    fills), and the trades after it must be sent again to partition 5 (resume from the last one before its T)."""
+    busy BTCUSDT, and its newest trades are at the tail: the scan must still find the heartbeat (or the new coverage
+    would start later, leaving a gap no heartbeat fills), and the trades after it must be sent again to partition 5
+    (resume from the last one before its T)."""
     from kafka.admin import KafkaAdminClient, NewPartitions
 
     bootstrap = settings_for.kafka_bootstrap or ""
