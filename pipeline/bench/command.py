@@ -15,7 +15,7 @@ from pipeline.settings import Settings
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="measure throughput, freshness and memory side by side with Spark and "
                                      "kafka-python alone; print a table and write JSON")
-    p.add_argument("--quick", action="store_true", help="small sizes (50,000 trades, 20 s of live pace): a smoke "
+    p.add_argument("--quick", action="store_true", help="small sizes (20,000 trades, 10 s of live pace): a smoke "
                                                         "test")
     p.add_argument("--out", help="the JSON report (default: ./bench/bench-<UTC time>.json)")
     p.add_argument("--trades", type=int, help="trades on the pre-loaded topic (default 1,000,000)")

@@ -25,8 +25,8 @@ class Sizes:
 
 
 FULL = Sizes(trades=1_000_000, live_seconds=120, ledger_seconds=45)
-QUICK = Sizes(trades=50_000, live_seconds=20, ledger_seconds=10, outages=((5, 120),), freshness_runs=1,
-              floor_seconds=10)
+QUICK = Sizes(trades=20_000, live_seconds=10, ledger_seconds=6, outages=((5, 120),), freshness_runs=1,
+              floor_seconds=6)
 
 
 @dataclasses.dataclass

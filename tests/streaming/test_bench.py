@@ -62,7 +62,7 @@ def test_bench_quick_reports_every_figure(services: Settings, tmp_path: Path) ->
     assert result.returncode == 0, result.stderr[-3000:]
 
     report = json.loads(out.read_text())
-    assert report["quick"] is True and report["sizes"]["trades"] == 50_000
+    assert report["quick"] is True and report["sizes"]["trades"] == 20_000
     for path in FIGURES:
         value = _at(report["figures"], path)
         assert isinstance(value, int | float) and not isinstance(value, bool), f"{'.'.join(path)} = {value!r}"
@@ -70,9 +70,9 @@ def test_bench_quick_reports_every_figure(services: Settings, tmp_path: Path) ->
     assert report["targets"] and all(t["pass"] in (True, False) for t in report["targets"])
     # What the speeds are measured on is right: every trade counted, every live trade seen, finals seen.
     figures = report["figures"]
-    assert figures["processor"]["trades_counted"] == 50_000
+    assert figures["processor"]["trades_counted"] == 20_000
     assert figures["spark_read_count"]["messages_counted"] == figures["raw_produce"]["messages"]
-    assert figures["replay"]["trades"] == 50_000
+    assert figures["replay"]["trades"] == 20_000
     fresh = figures["freshness"]
     assert fresh["trades_visible"] == fresh["trades_sent"] > 0
     assert fresh["final_after_window_end_plus_lag_s"]["n"] >= 1
