@@ -311,8 +311,9 @@ def _resume_point(symbol: str, seen: Mapping[int, int], covered: int | None, awa
         return messages.ResumePoint(None, None, covered)
     above = [i for i, t in seen.items() if i > last and t >= (covered if covered is not None else t)]
     if above and not moved:
-        log.warning("%s: agg id %d is missing from %s, which holds %d trades above it (a send that failed?); "
-                    "resuming at %d: those are sent again", symbol, last + 1, topic, len(above), last + 1)
+        log.warning("%s: agg id %d is missing from %s, which holds %d trades above it (a send that failed, or an "
+                    "invalid record, which is never published); resuming at %d: those are sent again", symbol,
+                    last + 1, topic, len(above), last + 1)
     return messages.ResumePoint(last, seen.get(last, seen.get(last + 1)), covered)
 
 
