@@ -20,6 +20,7 @@ from pipeline.commands import (
     migrate,
     process,
     produce,
+    prune,
     reconcile,
     record,
     replay,
@@ -30,7 +31,7 @@ from pipeline.commands import (
 from pipeline.errors import run_command
 from pipeline.settings import Settings
 
-COMMANDS = (stack, produce, replay, process, migrate, report, status, demo, backfill, reconcile, record, bench)
+COMMANDS = (stack, produce, replay, process, migrate, report, status, demo, backfill, reconcile, record, bench, prune)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -27,6 +27,7 @@ DEFAULT_TRIGGER_SECONDS = 0.25
 MIN_BATCH_OFFSETS, MAX_BATCH_OFFSETS = 100, 100_000_000  # PIPELINE_MAX_OFFSETS_PER_TRIGGER's range
 MAX_DRIVER_BATCH = 100_000  # PIPELINE_DRIVER_BATCH_MAX's largest: beyond it the driver's Python is slower than Spark
 DEFAULT_SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "ADAUSDT")
+MAX_RETAIN_DAYS = 36_500  # PIPELINE_RETAIN_*_DAYS's largest (a century); 0 is "forever"
 
 def _symbols(raw: str) -> tuple[str, ...]:
     symbols = tuple(s.strip().upper() for s in raw.split(",") if s.strip())
@@ -85,6 +86,14 @@ class Settings:
     spark_driver_memory: str = "1g"  # PIPELINE_SPARK_DRIVER_MEMORY (when the job starts its own JVM)
     spark_log_level: str = "WARN"  # PIPELINE_SPARK_LOG_LEVEL
     stack_backend: str | None = None  # PIPELINE_STACK_BACKEND: processes or containers (None: containers if Docker)
+    # What `pipeline prune` keeps, in days (0: forever); docs/OPERATIONS_RUNBOOK.md, "Retention", says why each is safe.
+    # PIPELINE_RETAIN_LEDGER_DAYS: pipeline_batches rows; the newest batches, and those the checkpoint may execute
+    # again, are kept whatever their age.
+    retain_ledger_days: int = 7
+    # PIPELINE_RETAIN_QUARANTINE_DAYS: quarantine rows; a refused message read again is known by its row as kept
+    # already, so keep them longer than Kafka keeps the topic's messages (its retention.ms).
+    retain_quarantine_days: int = 90
+    retain_repairs_days: int = 365  # PIPELINE_RETAIN_REPAIRS_DAYS: pipeline_repairs rows (what a repair replaced)
 
     @classmethod
     def from_mapping(cls, env: Mapping[str, str]) -> Settings:
@@ -95,6 +104,9 @@ class Settings:
         def url(name: str) -> MysqlUrl | None:
             raw = get(name)
             return MysqlUrl.parse(raw, name) if raw else None
+
+        def days(name: str, default: int) -> int:
+            return _bounded(get(name) or str(default), name, 0, MAX_RETAIN_DAYS)
 
         state_dir = Path(get("PIPELINE_STATE_DIR") or cls.state_dir).expanduser()
         watermark = _bounded(get("PIPELINE_WATERMARK_SECONDS") or "10", "PIPELINE_WATERMARK_SECONDS", 0, 3600)
@@ -130,6 +142,9 @@ class Settings:
             spark_driver_memory=driver_memory,
             spark_log_level=log_level,
             stack_backend=backend,
+            retain_ledger_days=days("PIPELINE_RETAIN_LEDGER_DAYS", cls.retain_ledger_days),
+            retain_quarantine_days=days("PIPELINE_RETAIN_QUARANTINE_DAYS", cls.retain_quarantine_days),
+            retain_repairs_days=days("PIPELINE_RETAIN_REPAIRS_DAYS", cls.retain_repairs_days),
         )
 
     def with_connections(self, kafka_bootstrap: str, mysql_url: MysqlUrl, mysql_admin_url: MysqlUrl | None = None,
@@ -157,7 +172,10 @@ class Settings:
                "PIPELINE_DRIVER_BATCH_MAX": str(self.driver_batch_max),
                "PIPELINE_WATERMARK_SECONDS": str(self.watermark_seconds), "PIPELINE_STATE_DIR": str(self.state_dir),
                "PIPELINE_CACHE_DIR": str(self.cache_dir), "PIPELINE_SPARK_DRIVER_MEMORY": self.spark_driver_memory,
-               "PIPELINE_SPARK_LOG_LEVEL": self.spark_log_level}
+               "PIPELINE_SPARK_LOG_LEVEL": self.spark_log_level,
+               "PIPELINE_RETAIN_LEDGER_DAYS": str(self.retain_ledger_days),
+               "PIPELINE_RETAIN_QUARANTINE_DAYS": str(self.retain_quarantine_days),
+               "PIPELINE_RETAIN_REPAIRS_DAYS": str(self.retain_repairs_days)}
         optional = {"PIPELINE_KAFKA_BOOTSTRAP": self.kafka_bootstrap, "PIPELINE_CHECKPOINT_DIR": self.checkpoint_dir,
                     "PIPELINE_MYSQL_URL": self.mysql_url, "PIPELINE_MYSQL_ADMIN_URL": self.mysql_admin_url,
                     "PIPELINE_MYSQL_READ_URL": self.mysql_read_url, "PIPELINE_SPARK_MASTER": self.spark_master,
